@@ -1,0 +1,1 @@
+"""Supervised adapters that reuse the sequence cores (sequence tasks, trainer)."""

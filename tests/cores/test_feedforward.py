@@ -1,0 +1,288 @@
+"""Feed-forward sublayers: σ-MoE and product-key memory against slow references written like the maths."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from metarl.cores.base import Block, Mixer, SequenceCore
+from metarl.cores.feedforward import (
+    FEEDFORWARDS, DenseFF, ProductKeyMemory, SigmaMoE, ff_parameter_count, make_feedforward,
+    match_moe_to_dense, moe_sizes,
+)
+from metarl.testing import assert_close
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def randomise(module: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial values everywhere (zero-initialised biases included), in float64."""
+    module = module.double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, 0.5)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------------
+# σ-MoE
+# ---------------------------------------------------------------------------------------------------
+
+def moe_reference(m: SigmaMoE, x: torch.Tensor, keep: torch.Tensor = None) -> torch.Tensor:
+    """y = Σ_e keep_e · s_e · (ReLU(x W1_e + b1_e) W2_e) + b2, s = sigmoid(x W_sel); keep: [..., E] 0/1."""
+    s = torch.sigmoid(x @ m.w_sel.t())
+    if keep is not None:
+        s = s * keep
+    y = 0
+    for e in range(m.num_experts):
+        h = x @ m.w1[e]
+        if m.b1 is not None:
+            h = h + m.b1[e]
+        y = y + s[..., e:e + 1] * (torch.relu(h) @ m.w2[e])
+    return y + (m.b2 if m.b2 is not None else 0)
+
+
+def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """1 where the score is among the k largest of its row (scores are distinct), else 0."""
+    kth = scores.sort(dim=-1, descending=True).values[..., k - 1:k]
+    return (scores >= kth).to(scores.dtype)
+
+
+@pytest.mark.parametrize("impl", ["loop", "dense"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_moe_with_all_experts_active_is_the_gated_sum(impl, bias):
+    torch.manual_seed(0)
+    m = randomise(SigmaMoE(5, 12, num_experts=3, expert_size=4, top_k=3, bias=bias, impl=impl))
+    x = torch.randn(2, 7, 5, dtype=torch.float64)
+    y = m(x)
+    assert_close("y vs Σ_e s_e relu(x W1_e) W2_e", moe_reference(m, x), y, rtol=1e-12)
+    # the same as one dense layer whose hidden units are scaled by their expert's score
+    w1_cat = torch.cat(list(m.w1), dim=1)  # [D, E·G]
+    w2_cat = torch.cat(list(m.w2), dim=0)  # [E·G, D]
+    s = torch.sigmoid(x @ m.w_sel.t()).repeat_interleave(m.expert_size, dim=-1)
+    b1 = m.b1.reshape(-1) if bias else 0
+    b2 = m.b2 if bias else 0
+    assert_close("y vs relu(x W1_cat) diag(s) W2_cat", (torch.relu(x @ w1_cat + b1) * s) @ w2_cat + b2, y, rtol=1e-12)
+
+
+def test_moe_with_equal_scores_is_a_scaled_dense_ff():
+    torch.manual_seed(1)
+    m = randomise(SigmaMoE(6, 16, num_experts=4, expert_size=4, top_k=4))
+    with torch.no_grad():
+        m.w_sel.zero_()  # every score is sigmoid(0) = 1/2 exactly
+    dense = DenseFF(6, 16).double()
+    with torch.no_grad():
+        dense.up.weight.copy_(torch.cat(list(m.w1), dim=1).t())
+        dense.down.weight.copy_(torch.cat(list(m.w2), dim=0).t())
+        dense.up.bias.zero_()
+        dense.down.bias.zero_()
+    x = torch.randn(3, 5, 6, dtype=torch.float64)
+    assert_close("2 · σ-MoE(x) vs DenseFF(x)", dense(x), 2 * m(x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("impl", ["loop", "dense"])
+def test_moe_top_k_zeroes_unselected_experts(impl):
+    torch.manual_seed(2)
+    m = randomise(SigmaMoE(7, 48, num_experts=6, expert_size=8, top_k=2, bias=True, impl=impl))
+    x = torch.randn(2, 3, 9, 7, dtype=torch.float64)  # any leading dims
+    keep = top_k_mask(x @ m.w_sel.t(), 2)
+    assert_close("top-2 σ-MoE", moe_reference(m, x, keep), m(x), rtol=1e-12)
+    assert m(x[:0]).shape == (0, 3, 9, 7)
+
+
+def test_moe_float32_and_auto_impl_agree():
+    torch.manual_seed(3)
+    x = torch.randn(4, 11, 16)
+    for top_k in (2, 7):
+        loop = SigmaMoE(16, 64, num_experts=8, top_k=top_k, impl="loop")
+        auto = SigmaMoE(16, 64, num_experts=8, top_k=top_k, impl="auto")
+        auto.load_state_dict(loop.state_dict())
+        assert_close(f"float32 auto vs loop, top_k={top_k}", loop(x), auto(x), rtol=1e-5)
+        assert auto(x).dtype == torch.float32
+
+
+def test_moe_gradients_reach_every_parameter():
+    torch.manual_seed(4)
+    m = SigmaMoE(8, 32, num_experts=4, top_k=2, bias=True, expert_dropout=0.1, dropout=0.1)
+    x = torch.randn(3, 20, 8, requires_grad=True)
+    (m(x).square().sum() + m.aux_loss).backward()
+    for name, p in list(m.named_parameters()) + [("x", x)]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_moe_aux_loss_is_the_negative_entropy_of_the_mean_selection():
+    torch.manual_seed(5)
+    m = randomise(SigmaMoE(6, 40, num_experts=5, top_k=2, entropy_reg=0.01))
+    x = torch.randn(2, 9, 6, dtype=torch.float64)
+    m(x)
+    p_mean = torch.softmax(x @ m.w_sel.t(), dim=-1).reshape(-1, 5).mean(0)
+    assert m.aux_loss.dim() == 0 and torch.isfinite(m.aux_loss)
+    assert_close("aux loss", 0.01 * (p_mean * p_mean.log()).sum(), m.aux_loss, rtol=1e-12)
+    m.zero_grad()
+    m.aux_loss.backward()
+    assert m.w_sel.grad.abs().sum() > 0
+    assert m.w1.grad is None and m.w2.grad is None
+    # its minimum, -entropy_reg · log E, is reached by uniform usage
+    with torch.no_grad():
+        m.w_sel.zero_()
+    m(x)
+    assert m.aux_loss.item() == pytest.approx(-0.01 * math.log(5))
+
+
+def test_expert_dropout_only_in_training():
+    torch.manual_seed(6)
+    m = randomise(SigmaMoE(6, 64, num_experts=8, expert_size=8, top_k=8, expert_dropout=0.5, impl="loop"))
+    x = torch.randn(4, 50, 6, dtype=torch.float64)
+    m.eval()
+    assert_close("eval: no expert dropout", moe_reference(m, x), m(x), rtol=1e-12)
+    m.train()
+    torch.manual_seed(7)
+    _, gates, experts = m.route(x.reshape(-1, 6))
+    dropped = (gates == 0).double().mean().item()
+    assert 0.4 < dropped < 0.6  # each (token, expert) pair dropped with probability 1/2
+    torch.manual_seed(7)
+    y = m(x)  # same random draw: the forward uses exactly the surviving experts
+    keep = torch.zeros(200, 8, dtype=torch.float64).scatter(1, experts, (gates > 0).double())
+    assert_close("train: dropped experts removed", moe_reference(m, x, keep.view(4, 50, 8)), y, rtol=1e-12)
+
+
+def test_expert_dropout_happens_before_top_k():
+    torch.manual_seed(8)
+    m = SigmaMoE(8, 64, num_experts=8, expert_size=8, top_k=2, expert_dropout=0.25)
+    x = torch.randn(400, 8)
+    m.eval()
+    _, _, eval_experts = m.route(x)
+    m.train()
+    _, gates, experts = m.route(x)
+    assert (gates > 0).all()  # 6 of 8 experts survive on average: the top-2 slots are refilled
+    changed = (experts.sort(-1).values != eval_experts.sort(-1).values).any(-1).double().mean().item()
+    assert 0.2 < changed < 0.7  # P(one of the two best experts dropped) = 1 - 0.75² ≈ 0.44
+
+
+def test_moe_default_sizes_match_d_ff():
+    assert moe_sizes(2048) == (16, 128)  # the paper's 47M-parameter setting
+    for d_ff in (64, 100, 128, 256, 1000, 4096):
+        e, g = moe_sizes(d_ff)
+        assert e * g == d_ff and g <= 128
+    assert moe_sizes(512, num_experts=8) == (8, 64)
+    assert moe_sizes(512, expert_size=32) == (16, 32)
+    m = make_feedforward("moe", 32, 128, 0.0, top_k=64)
+    assert m.top_k == m.num_experts == 16
+
+
+def test_moe_initialisation_follows_the_paper():
+    torch.manual_seed(9)
+    m = SigmaMoE(256, 2048, num_experts=16, expert_size=128)
+    assert m.w1.std().item() == pytest.approx(256 ** -0.5, rel=0.02)
+    assert m.w2.std().item() == pytest.approx(2048 ** -0.5, rel=0.02)  # the total width, not the expert's
+    norms = m.w_sel.norm(dim=1)
+    assert_close("equal selection row norms", norms.mean().expand(16), norms, rtol=1e-5)
+    assert m.w_sel.std().item() == pytest.approx(256 ** -0.5, rel=0.05)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Product-key memory
+# ---------------------------------------------------------------------------------------------------
+
+def pkm_exhaustive(m: ProductKeyMemory, x: torch.Tensor):
+    """Score all n² slots (i, j) ↦ q¹·K¹_i + q²·K²_j of each head, take the exact top-k, softmax, sum values."""
+    n, half = m.num_keys, m.d_key // 2
+    q = (x @ m.query.weight.t() + m.query.bias).view(-1, m.heads, m.d_key)
+    all_scores = torch.empty(q.shape[0], m.heads, n * n, dtype=x.dtype)
+    for i in range(n):
+        for j in range(n):
+            all_scores[:, :, i * n + j] = (
+                (q[..., :half] * m.keys[:, 0, i]).sum(-1) + (q[..., half:] * m.keys[:, 1, j]).sum(-1)
+            )
+    scores, slots = all_scores.topk(m.top_k, dim=-1)
+    w = torch.softmax(scores, dim=-1)
+    y = (w.unsqueeze(-1) * m.values.weight[slots]).sum(dim=(1, 2))
+    return scores, slots, y
+
+
+@pytest.mark.parametrize("num_keys,top_k,heads", [(5, 3, 1), (5, 7, 2), (4, 16, 3)])
+def test_pkm_matches_exhaustive_search(num_keys, top_k, heads):
+    torch.manual_seed(10)
+    m = randomise(ProductKeyMemory(6, 25, num_keys=num_keys, top_k=top_k, heads=heads, d_key=8))
+    x = torch.randn(2, 7, 6, dtype=torch.float64)
+    ref_scores, ref_slots, ref_y = pkm_exhaustive(m, x)
+    scores, slots = m.lookup(x.reshape(-1, 6))
+    assert torch.equal(slots.sort(-1).values, ref_slots.sort(-1).values)
+    assert_close("top-k scores", ref_scores.sort(-1).values, scores.sort(-1).values, rtol=1e-12)
+    assert_close("pkm output", ref_y.view(2, 7, 6), m(x), rtol=1e-12)
+
+
+def test_pkm_gradients_reach_every_parameter():
+    torch.manual_seed(11)
+    m = ProductKeyMemory(8, 64, num_keys=4, top_k=4, heads=2, query_norm=True, dropout=0.1)
+    x = torch.randn(3, 10, 8, requires_grad=True)
+    m(x).square().sum().backward()
+    assert m.aux_loss is None
+    for name, p in list(m.named_parameters()) + [("x", x)]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_pkm_defaults_and_errors():
+    m = make_feedforward("pkm", 15, 60)
+    assert m.num_keys == 8 and m.d_key == 16  # 64 slots ≈ d_ff; d_key even
+    assert m(torch.randn(2, 3, 15)).shape == (2, 3, 15)
+    with pytest.raises(ValueError, match="top_k"):
+        ProductKeyMemory(8, 16, num_keys=3, top_k=10)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registry, parameter counting and matching, use inside a core
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,options", [
+    ("dense", {}),
+    ("moe", {}),
+    ("moe", dict(num_experts=6, expert_size=10, bias=True)),
+    ("moe", dict(expert_size=48)),
+    ("pkm", {}),
+    ("pkm", dict(num_keys=6, heads=3, d_key=10, query_norm=True)),
+])
+def test_parameter_count_is_exact(kind, options):
+    assert ff_parameter_count(kind, 24, 96, **options) == n_params(make_feedforward(kind, 24, 96, 0.1, **options))
+
+
+@pytest.mark.parametrize("d_model,d_ff,expert_size,bias", [
+    (64, 256, 32, False), (128, 512, 64, True), (96, 384, 128, False), (40, 1000, 16, False),
+])
+def test_match_moe_to_dense_within_one_expert(d_model, d_ff, expert_size, bias):
+    options = match_moe_to_dense(d_model, d_ff, expert_size, bias=bias)
+    assert options["expert_size"] == expert_size
+    dense = ff_parameter_count("dense", d_model, d_ff)
+    moe = n_params(SigmaMoE(d_model, d_ff, bias=bias, **options))
+    one_expert = 2 * d_model * expert_size + d_model + (expert_size if bias else 0)
+    assert moe <= dense < moe + one_expert
+    with pytest.raises(ValueError, match="expert_size"):
+        match_moe_to_dense(8, 4, 64)
+
+
+def test_registry_and_unknown_kind():
+    assert set(FEEDFORWARDS) == {"dense", "moe", "pkm"}
+    assert make_feedforward("none", 8, 32) is None
+    with pytest.raises(ValueError, match="unknown feed-forward"):
+        make_feedforward("sparse", 8, 32)
+
+
+class _Identity(Mixer):
+    def initial_state(self, batch_size, device=None, dtype=None):
+        return None
+
+    def forward_segment(self, x, state):
+        return x, state
+
+
+def test_core_sums_moe_aux_losses():
+    torch.manual_seed(12)
+    blocks = [Block(16, _Identity(), make_feedforward(kind, 16, 64, 0.0)) for kind in ("moe", "pkm", "moe")]
+    core = SequenceCore("identity", 16, blocks)
+    y, _ = core(torch.randn(2, 5, 16))
+    assert y.shape == (2, 5, 16)
+    expected = blocks[0].ff.aux_loss + blocks[2].ff.aux_loss
+    assert torch.equal(core.aux_loss(), expected) and expected.item() < 0
