@@ -74,23 +74,35 @@ def _delta_rule_recurrent(q, k, v, beta, S):
 
 
 def _delta_rule_chunk(q, k, v, beta, S, chunk_size):
-    T, Dk = q.shape[1], q.shape[-1]
+    (B, T, H, Dk), Dv = q.shape, v.shape[-1]
     C = min(chunk_size, T)  # a short sequence is one (unpadded) chunk
     Q, K, V = (_to_chunks(x, C) for x in (q, k, v))  # [B, H, N, C, D]
     b = _to_chunks(beta.unsqueeze(-1), C)  # [B, H, N, C, 1]
+    eye = torch.eye(C, dtype=q.dtype, device=q.device)
+    upper = torch.ones(C, C, dtype=torch.bool, device=q.device).triu()  # (masks beat tril on CPU)
 
-    # UT transform for all chunks at once: (I + A) [W | Ũ] = diag(β) [K | V], A strictly lower.
-    strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    A = (b * (K @ K.transpose(-1, -2))).masked_fill(~strict, 0)
-    I_plus_A = A + torch.eye(C, dtype=q.dtype, device=q.device)
-    WU = torch.linalg.solve_triangular(I_plus_A, b * torch.cat([K, V], dim=-1), upper=False)
-    W, U_tilde = WU[..., :Dk], WU[..., Dk:]
-    scores = (Q @ K.transpose(-1, -2)).masked_fill(~causal, 0)  # [B, H, N, C, C]
+    # UT transform for all chunks at once: T_c = (I + A)^{-1} diag(β), A = strictly_lower(diag(β) K Kᵀ).
+    bK = b * K
+    I_plus_A = torch.where(upper, eye, bK @ K.transpose(-1, -2))  # [B, H, N, C, C], unit lower
+    if Dk + Dv <= C:  # solve for [W | Ũ] = T_c [K | V] directly: fewer right-hand sides
+        WU = torch.linalg.solve_triangular(I_plus_A, torch.cat([bK, b * V], dim=-1), upper=False)
+        W, U_tilde = WU[..., :Dk], WU[..., Dk:]
+    else:  # solve for T_c itself (C right-hand sides), then two matmuls
+        T_c = torch.linalg.solve_triangular(I_plus_A, b * eye, upper=False)
+        W, U_tilde = T_c @ K, T_c @ V
 
-    outputs = []
-    for n in range(Q.shape[2]):
-        U = U_tilde[:, :, n] - W[:, :, n] @ S  # [B, H, C, Dv]
-        outputs.append(Q[:, :, n] @ S + scores[:, :, n] @ U)
-        S = S + K[:, :, n].transpose(-1, -2) @ U
-    return _from_chunks(torch.stack(outputs, dim=2), T), S
+    # The only sequential part: carry the state across chunks. Batch and heads are flattened so that
+    # each step is two fused baddbmm calls; unbind (not indexing) keeps the backward pass cheap.
+    U_chunks, S_starts = [], []
+    S = S.reshape(B * H, Dk, Dv)
+    for W_n, U_tilde_n, K_n in zip(*(x.flatten(0, 1).unbind(1) for x in (W, U_tilde, K))):
+        U_n = torch.baddbmm(U_tilde_n, W_n, S, alpha=-1)  # U = Ũ - W S      [B*H, C, Dv]
+        S_starts.append(S)
+        U_chunks.append(U_n)
+        S = torch.baddbmm(S, K_n.transpose(1, 2), U_n)  # S <- S + Kᵀ U
+    U = torch.stack(U_chunks, dim=1).view(B, H, -1, C, Dv)
+    S_start = torch.stack(S_starts, dim=1).view(B, H, -1, Dk, Dv)
+
+    scores = (Q @ K.transpose(-1, -2)).masked_fill(upper.triu(1), 0)  # causal incl. diagonal [B, H, N, C, C]
+    O = Q @ S_start + scores @ U  # [B, H, N, C, Dv]
+    return _from_chunks(O, T), S.view(B, H, Dk, Dv)

@@ -84,7 +84,8 @@ def _to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
     if pad:
         # F.pad counts dims from the last one; pad only the time dimension (dim 2 here).
         x = F.pad(x, (0, 0) * (x.dim() - 3) + (0, pad))
-    return x.reshape(*x.shape[:2], -1, chunk_size, *x.shape[3:])
+    # contiguous once here, so that the batched matmuls below never copy again (forward or backward)
+    return x.reshape(*x.shape[:2], -1, chunk_size, *x.shape[3:]).contiguous()
 
 
 def _from_chunks(x: torch.Tensor, T: int) -> torch.Tensor:

@@ -14,6 +14,15 @@ RTOL = 1e-9
 MAX_LEN = 32
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is as fast, and does not stall when other processes load the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def build(positional: str, context=None, randomized: bool = False, max_len: int = MAX_LEN):
     torch.manual_seed(0)
     core = make(
