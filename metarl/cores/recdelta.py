@@ -42,8 +42,8 @@ class RecurrentDeltaMixer(Mixer):
         S, y = state
         from_input = self.qkvb(x).view(B, T, H, 3 * d + 1)  # all steps at once
         outputs = []
-        for t in range(T):
-            h = from_input[:, t] + torch.einsum("bhd,hde->bhe", torch.tanh(y), self.R)
+        for h_in in from_input.unbind(1):  # unbind: per-step indexing costs O(T) in backward
+            h = h_in + torch.einsum("bhd,hde->bhe", torch.tanh(y), self.R)
             q = torch.softmax(h[..., :d], dim=-1)
             k = torch.softmax(h[..., d:2 * d], dim=-1)
             v = h[..., 2 * d:3 * d]

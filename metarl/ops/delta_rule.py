@@ -64,8 +64,8 @@ def delta_rule(
 
 def _delta_rule_recurrent(q, k, v, beta, S):
     outputs = []
-    for t in range(q.shape[1]):
-        q_t, k_t, v_t, b_t = q[:, t], k[:, t], v[:, t], beta[:, t, :, None]  # b_t: [B, H, 1]
+    # unbind, not q[:, t]: indexing makes autograd write a full-size zero gradient per step (O(T²))
+    for q_t, k_t, v_t, b_t in zip(q.unbind(1), k.unbind(1), v.unbind(1), beta.unsqueeze(-1).unbind(1)):
         v_old = torch.einsum("bhkv,bhk->bhv", S, k_t)  # S_{t-1}ᵀ k_t
         u_t = b_t * (v_t - v_old)
         S = S + k_t.unsqueeze(-1) * u_t.unsqueeze(-2)  # S_t = S_{t-1} + k_t u_tᵀ

@@ -126,8 +126,8 @@ def linear_attention(
 
 def _linear_attention_recurrent(q, k, v, S):
     outputs = []
-    for t in range(q.shape[1]):
-        q_t, k_t, v_t = q[:, t], k[:, t], v[:, t]  # [B, H, Dk], [B, H, Dk], [B, H, Dv]
+    # unbind, not q[:, t]: indexing makes autograd write a full-size zero gradient per step (O(T²))
+    for q_t, k_t, v_t in zip(q.unbind(1), k.unbind(1), v.unbind(1)):  # [B, H, Dk], [B, H, Dk], [B, H, Dv]
         S = S + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)  # S_t = S_{t-1} + k_t v_tᵀ
         outputs.append(torch.einsum("bhkv,bhk->bhv", S, q_t))  # o_t = S_tᵀ q_t
     return torch.stack(outputs, dim=1), S

@@ -40,8 +40,7 @@ def _check(x, Wy, Wq, Wk, wb):
 def srwm_recurrent(x, Wy, Wq, Wk, wb):
     """The oracle: the SRWM equations step by step (autograd differentiates the loop)."""
     ys = []
-    for t in range(x.shape[1]):
-        x_t = x[:, t]  # [B, H, D]
+    for x_t in x.unbind(1):  # x_t: [B, H, D] (unbind: indexing would cost O(T) per step in backward)
         y_t = torch.einsum("bhd,bhde->bhe", x_t, Wy)
         q_t = torch.softmax(torch.einsum("bhd,bhde->bhe", x_t, Wq), dim=-1)
         k_t = torch.softmax(torch.einsum("bhd,bhde->bhe", x_t, Wk), dim=-1)
