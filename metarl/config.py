@@ -3,7 +3,7 @@ extend these schemas, so a wrong key or a wrong type fails at start with the fie
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -13,7 +13,7 @@ from omegaconf import MISSING
 class AgentConfig:
     """The sequence core (``metarl.cores.make``) and its size."""
 
-    name: str = "srwm"  # core: lstm | lt | delta | recdelta | srwm | transformer
+    name: str = "srwm"  # core: lstm | lt | delta | recdelta | srwm | transformer (ff: no memory, RL only)
     d_model: int = 128  # residual width
     num_layers: int = 2  # number of [mixer + feed-forward] blocks
     num_heads: int = 8  # heads of the mixer
@@ -22,6 +22,8 @@ class AgentConfig:
     dropout: float = 0.0  # dropout on the sublayer outputs
     ff_options: Dict[str, Any] = field(default_factory=dict)  # extra feed-forward arguments (σ-MoE experts...)
     options: Dict[str, Any] = field(default_factory=dict)  # extra mixer arguments (SRWM d_head, beta_init...)
+    encoder_hidden: int = 64  # RL: width of the MLP encoder for vector observations
+    truncate_grad_each_step: bool = False  # RL: detach the core state at every step (reference implementation)
 
 
 @dataclass
@@ -41,11 +43,77 @@ class RecallEnvConfig:
 
 
 @dataclass
+class ProcgenEnvConfig:
+    """procgen games through gym3 (64x64x3 frames, 15 actions); several games = multi-task."""
+
+    name: str = "procgen"  # run name
+    kind: str = "rl"  # which trainer runs it
+    type: str = "procgen"  # env factory (metarl.envs.make_env)
+    games: List[str] = field(default_factory=lambda: ["bigfish"])  # one or more of the 16 games
+    distribution_mode: str = "easy"  # easy | hard | extreme | memory | exploration
+    num_levels: int = 200  # training levels (0 = all levels)
+    start_level: int = 0  # first training level; unseen levels for evaluation follow the training range
+
+
+@dataclass
+class GymEnvConfig:
+    """Any gymnasium env with discrete actions, vectorised."""
+
+    name: str = "gym"  # run name
+    kind: str = "rl"  # which trainer runs it
+    type: str = "gym"  # env factory (metarl.envs.make_env)
+    id: str = "CartPole-v1"  # gymnasium env id
+
+
+@dataclass
+class MemoryEnvConfig:
+    """A cue at the first step, the rewarded action chosen ``delay`` steps later (needs memory)."""
+
+    name: str = "memory"  # run name
+    kind: str = "rl"  # which trainer runs it
+    type: str = "memory"  # env factory (metarl.envs.make_env)
+    num_cues: int = 4  # cues = actions; a memoryless policy gets 1/num_cues
+    delay: int = 20  # blank steps between the cue and the query
+
+
+@dataclass
+class ImpalaConfig:
+    """IMPALA / V-trace learner (defaults from the SRWM paper's procgen runs)."""
+
+    total_frames: int = 300_000  # env frames to learn from
+    unroll_length: int = 50  # steps per rollout
+    batch_size: int = 32  # env rollouts (rows) per update; a multiple of runner.envs_per_actor
+    lr: float = 6e-4  # RMSProp learning rate, decayed linearly to 0 over total_frames
+    rmsprop_alpha: float = 0.99  # RMSProp smoothing constant
+    rmsprop_eps: float = 0.01  # RMSProp epsilon
+    rmsprop_momentum: float = 0.0  # RMSProp momentum
+    grad_norm_clip: float = 40.0  # global gradient-norm clip
+    entropy_cost: float = 0.01  # weight of the entropy bonus
+    baseline_cost: float = 0.5  # weight of the value loss
+    gamma: float = 0.99  # discount
+    reward_clip: bool = True  # clip rewards to [-1, 1] for learning
+    eval_episodes: int = 10  # episodes per task for the final evaluation (0: none)
+    eval_envs: int = 8  # parallel envs for the evaluation
+
+
+@dataclass
+class RunnerConfig:
+    """Where actors and learner run."""
+
+    name: str = "local"  # local (threads in one process) | ray
+    num_actors: int = 1  # actor threads / Ray actors
+    envs_per_actor: int = 16  # envs stepped together by one actor
+    synchronous: bool = False  # local: act and learn in turn (reproducible, slower) instead of overlapping
+
+
+@dataclass
 class TrainConfig:
     """Top level of ``python -m metarl.train``."""
 
     env: Any = MISSING  # the task (a config group: env=recall, ...)
     agent: AgentConfig = field(default_factory=AgentConfig)  # the core (a config group: agent=srwm, ...)
+    impala: ImpalaConfig = field(default_factory=ImpalaConfig)  # RL learner settings
+    runner: RunnerConfig = field(default_factory=RunnerConfig)  # RL runner (a config group: runner=local, ...)
     seed: int = 0  # random seed of torch and the data
     device: str = "cpu"  # torch device
     threads: Optional[int] = None  # torch intra-op threads (default: torch's choice)
@@ -59,3 +127,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(group="agent", name="agent_schema", node=AgentConfig)
     cs.store(group="env", name="recall_schema", node=RecallEnvConfig)
+    cs.store(group="env", name="procgen_schema", node=ProcgenEnvConfig)
+    cs.store(group="env", name="gym_schema", node=GymEnvConfig)
+    cs.store(group="env", name="memory_schema", node=MemoryEnvConfig)
+    cs.store(group="runner", name="runner_schema", node=RunnerConfig)

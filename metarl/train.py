@@ -16,7 +16,7 @@ register_configs()
 
 def validate(cfg: DictConfig) -> None:
     """Value checks that a schema cannot express; each error names the key and the fix."""
-    known = cores.names()
+    known = cores.names() + (["ff"] if cfg.env.kind == "rl" else [])
     if cfg.agent.name not in known:
         raise ValueError(f"agent.name={cfg.agent.name!r} is not a core; choose one of: {', '.join(known)}")
     if cfg.resume and not Path(cfg.resume).is_file():
@@ -32,10 +32,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         from .supervised.trainer import train_supervised
 
         metrics = train_supervised(cfg, run_dir)
+    elif kind == "rl":
+        if cfg.runner.name == "local":
+            from .rl.local import train_impala_local
+
+            metrics = train_impala_local(cfg, run_dir)
+        else:
+            raise ValueError(f"runner.name={cfg.runner.name!r} is not a runner; known: local")
     else:
-        raise ValueError(f"env.kind={kind!r} has no trainer; known kinds: supervised")
+        raise ValueError(f"env.kind={kind!r} has no trainer; known kinds: supervised, rl")
+    summary = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     print(f"[metarl] {cfg.env.name}/{cfg.agent.name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                            for k, v in metrics.items()))
+                                                            for k, v in summary.items()))
     print(f"[metarl] logs and checkpoint in {run_dir}")
     return metrics
 
