@@ -73,7 +73,7 @@ class MemoryEnvConfig:
     kind: str = "rl"  # which trainer runs it
     type: str = "memory"  # env factory (metarl.envs.make_env)
     num_cues: int = 4  # cues = actions; a memoryless policy gets 1/num_cues
-    delay: int = 20  # blank steps between the cue and the query
+    delay: int = 5  # blank steps between the cue and the query
 
 
 @dataclass

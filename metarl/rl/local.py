@@ -43,6 +43,7 @@ class ActorThread(threading.Thread):
         self.error = None
 
     def run(self):
+        torch.set_num_threads(1)  # OpenMP thread count is per thread: the actor leaves the other cores to the learner
         try:
             while not self.stop.is_set():
                 self.actor.set_weights(*self.store.newest())

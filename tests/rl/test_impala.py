@@ -1,0 +1,66 @@
+"""IMPALA end to end, learning for real: CartPole, the memory env, and procgen with two games."""
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from metarl.train import register_configs, run
+
+register_configs()
+
+SMALL = ["agent.d_model=64", "agent.num_heads=4", "agent.num_layers=1", "agent.d_ff=128"]
+
+
+def config(*overrides):
+    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
+        return compose(config_name="config", overrides=["progress=false", "threads=1", *overrides])
+
+
+def train_return(tmp_path, *overrides):
+    result = run(config(*overrides), tmp_path)
+    (task, stats), = [(k, v) for k, v in result["evaluation"].items() if k.startswith("train/trained/")]
+    return stats["mean"], result
+
+
+@pytest.mark.parametrize("agent", ["lstm", "srwm"])
+def test_cartpole_is_solved(tmp_path, agent):
+    mean, _ = train_return(tmp_path, "env=cartpole", f"agent={agent}", *SMALL, "runner.synchronous=true",
+                           "impala.total_frames=200000", "impala.eval_episodes=20")
+    assert mean >= 195, f"{agent}: mean return {mean:.1f} over 20 episodes"
+
+
+@pytest.mark.parametrize("agent, solves", [("srwm", True), ("lstm", True), ("ff", False)])
+def test_memory_env_needs_memory(tmp_path, agent, solves):
+    mean, _ = train_return(tmp_path, "env=memory", f"agent={agent}", "runner.synchronous=true")
+    if solves:
+        assert mean >= 0.8, f"{agent} should remember the cue: mean return {mean:.2f}"
+    else:
+        assert mean <= 0.5, f"a memoryless agent cannot beat chance (0.25) by much: {mean:.2f}"
+
+
+def test_procgen_two_games_log_per_game_returns(tmp_path):
+    """Threads (actor and learner overlapping), real procgen, tensorboard files read back."""
+    result = run(config("env=procgen", "env.games=[leaper,bigfish]", "env.num_levels=1", "agent=srwm",
+                        "runner.envs_per_actor=4", "impala.batch_size=4", "impala.unroll_length=25",
+                        "impala.total_frames=1000", "impala.eval_episodes=0"), tmp_path)
+    assert result["frames"] >= 1000
+    tags = set(EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"])
+    assert {"charts/episodic_return/leaper", "charts/episodic_return/bigfish", "charts/sps",
+            "losses/policy", "losses/baseline", "losses/entropy"} <= tags
+
+
+def test_resume_continues_counters_and_optimiser(tmp_path):
+    common = ["env=cartpole", "agent=lstm", *SMALL, "impala.eval_episodes=0", "runner.synchronous=true"]
+    first = run(config(*common, "impala.total_frames=1000"), tmp_path / "a")
+    checkpoint = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["counters"]["frames"] == first["frames"] and checkpoint["optimiser"]["state"]
+    second = run(config(*common, "impala.total_frames=2000", f"resume={tmp_path / 'a' / 'checkpoint.pt'}"),
+                 tmp_path / "b")
+    assert second["updates"] == first["updates"] + (second["frames"] - first["frames"]) // 320
+
+
+def test_bad_values_fail_at_start(tmp_path):
+    with pytest.raises(ValueError, match="memory"):
+        run(config("env=procgen", "env.games=[bigfish]", "env.distribution_mode=memory"), tmp_path)
+    with pytest.raises(ValueError, match="batch_size"):
+        run(config("env=cartpole", "impala.batch_size=10"), tmp_path)
