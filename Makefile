@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/python -m metarl.train env=recall agent=srwm
+	$(BIN)/python -m metarl.train env=procgen agent=srwm
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

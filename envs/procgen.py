@@ -16,6 +16,8 @@ for four, ``exploration`` mode only for eight (this last one procgen itself chec
 """
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -131,7 +133,8 @@ class ProcgenEnv(BatchedEnv):
     # -- construction -----------------------------------------------------------------------------
     def _build(self) -> None:
         """(Re)create one ProcgenGym3Env per game, each seeded by the next draw of ``self._rng``."""
-        from procgen import ProcgenGym3Env  # imported here: `import procgen` is slow and imports old gym
+        with contextlib.redirect_stderr(io.StringIO()):  # `import procgen` imports old gym, which prints a notice
+            from procgen import ProcgenGym3Env  # imported here: `import procgen` is slow
 
         self._close_envs()
         rand_seeds = self._rng.integers(0, 2**31 - 1, size=len(self.task_names))

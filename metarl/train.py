@@ -16,7 +16,7 @@ register_configs()
 
 def validate(cfg: DictConfig) -> None:
     """Value checks that a schema cannot express; each error names the key and the fix."""
-    known = cores.names() + (["ff"] if cfg.env.kind == "rl" else [])
+    known = cores.names() + {"rl": ["ff"], "fewshot": ["protonet"]}.get(cfg.env.kind, [])
     if cfg.agent.name not in known:
         raise ValueError(f"agent.name={cfg.agent.name!r} is not a core; choose one of: {', '.join(known)}")
     if cfg.resume and not Path(cfg.resume).is_file():
@@ -39,8 +39,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             metrics = train_impala_local(cfg, run_dir)
         else:
             raise ValueError(f"runner.name={cfg.runner.name!r} is not a runner; known: local")
+    elif kind == "fewshot":
+        from metarl.fewshot.trainer import train_fewshot
+
+        metrics = train_fewshot(cfg, run_dir)
     else:
-        raise ValueError(f"env.kind={kind!r} has no trainer; known kinds: supervised, rl")
+        raise ValueError(f"env.kind={kind!r} has no trainer; known kinds: supervised, rl, fewshot")
     summary = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     print(f"[metarl] {cfg.env.name}/{cfg.agent.name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                             for k, v in summary.items()))

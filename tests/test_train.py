@@ -13,14 +13,17 @@ from metarl.train import register_configs, run
 register_configs()
 
 
-def config(*overrides):
+def config(*overrides, env="recall"):
     with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=[f"env={env}", *overrides])
 
 
-def test_default_config_composes_with_types():
-    cfg = config()
-    assert cfg.agent.name == "srwm" and cfg.agent.options.d_head == 16 and cfg.env.name == "recall"
+def test_default_config_is_the_main_job():
+    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
+        cfg = compose(config_name="config")
+    assert cfg.env.name == "procgen" and cfg.agent.name == "srwm" and cfg.agent.options.d_head == 16
+    assert cfg.agent.num_layers == 2 and cfg.agent.num_heads == 8 and cfg.agent.d_ff == 512
+    assert cfg.impala.lr == 6e-4 and cfg.impala.unroll_length == 50 and cfg.impala.rmsprop_eps == 0.01
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -62,7 +65,7 @@ def test_missing_resume_file_is_named(tmp_path):
 
 def test_command_line_entry_point(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "metarl.train", "agent=lstm", "env.steps=3", "env.eval_every=3",
+        [sys.executable, "-m", "metarl.train", "env=recall", "agent=lstm", "env.steps=3", "env.eval_every=3",
          "progress=false", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

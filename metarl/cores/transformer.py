@@ -13,6 +13,11 @@ Positional encodings (``positional``):
 - ``"alibi"``: the linear bias ``slope_h * (j - i)`` of Press et al. (2022), geometric slopes.
 - ``"none"``: no positional information (causal masking only).
 
+``causal=False`` makes the mixer an encoder (Ruoss et al. 2023; Delétang et al. 2023): every step attends to
+every step of its episode, later ones included (and to the valid cached steps). Resets still separate
+episodes, which is how a caller hides right padding (a reset at the first padding step). It is meant for
+whole-sequence use: the split-equals-whole contract holds only for ``causal=True``, and ``context`` needs it.
+
 ``randomized=True`` is the randomized positional encoding of Ruoss et al. (2023): the position indices of
 an episode are a sorted uniform random subset of ``[0, max_len)`` instead of ``0, 1, ..., T-1``. They are
 sampled at every call, in training and in evaluation alike.
@@ -111,7 +116,8 @@ class TransformerMixer(Mixer):
     d_model, num_heads: width and heads (d_model divisible by num_heads); dropout: on attention weights;
     positional: one of ``POSITIONAL``; randomized: Ruoss et al. random position indices; max_len: size of
     the position range (learned table, relative table, randomized range); context: None (attend to the
-    whole episode) or the number of most recent steps a query sees, itself included.
+    whole episode) or the number of most recent steps a query sees, itself included; causal: False for a
+    bidirectional encoder (see the module docstring).
     """
 
     norm_position = "pre"
@@ -125,6 +131,8 @@ class TransformerMixer(Mixer):
         randomized: bool = False,
         max_len: int = 2048,
         context: Optional[int] = None,
+        *,
+        causal: bool = True,
     ):
         super().__init__()
         if positional not in POSITIONAL:
@@ -138,6 +146,8 @@ class TransformerMixer(Mixer):
             raise ValueError(f"transformer: max_len must be positive, got {max_len}")
         if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 1):
             raise ValueError(f"transformer: context must be None or a positive int, got {context!r}")
+        if not causal and context is not None:
+            raise ValueError("transformer: context (a causal window) needs causal=True")
         self.d_model = d_model
         self.num_heads = num_heads
         self.head_dim = head_dim
@@ -146,6 +156,7 @@ class TransformerMixer(Mixer):
         self.randomized = bool(randomized)
         self.max_len = max_len
         self.context = context
+        self.causal = bool(causal)
 
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
@@ -262,7 +273,7 @@ class TransformerMixer(Mixer):
         # allowed[b, i, j]: causal (and within the context window) by time index, same episode, valid
         query_index = torch.arange(steps, device=x.device)[:, None] + past
         key_index = torch.arange(past + steps, device=x.device)[None, :]
-        allowed = key_index <= query_index
+        allowed = key_index <= query_index if self.causal else torch.ones_like(key_index <= query_index)
         if self.context is not None:
             allowed = allowed & (key_index > query_index - self.context)
         allowed = allowed[None] & key_valid[:, None, :] & (key_episode[:, None, :] == episode[:, :, None])
@@ -295,5 +306,5 @@ class TransformerMixer(Mixer):
     def extra_repr(self) -> str:
         return (
             f"d_model={self.d_model}, num_heads={self.num_heads}, positional={self.positional!r}, "
-            f"randomized={self.randomized}, max_len={self.max_len}, context={self.context}"
+            f"randomized={self.randomized}, max_len={self.max_len}, context={self.context}, causal={self.causal}"
         )
