@@ -199,6 +199,14 @@ class RunnerConfig:
     num_actors: int = 1  # actor threads / Ray actors
     envs_per_actor: int = 16  # envs stepped together by one actor
     synchronous: bool = False  # local: act and learn in turn (reproducible, slower) instead of overlapping
+    address: Optional[str] = None  # ray: cluster to join (else RAY_ADDRESS, else a local instance is started)
+    num_cpus: Optional[int] = None  # ray: CPUs of a local instance (default: all)
+    actor_cpus: Optional[float] = None  # ray: CPUs per actor (default: what the learner leaves, split evenly)
+    actor_gpus: float = 0.0  # ray: GPUs per actor
+    learner_cpus: float = 1.0  # ray: CPUs kept for the learner (the driver process)
+    dashboard: bool = False  # ray: start the dashboard of a local instance (bound to 127.0.0.1)
+    start_timeout_s: float = 60.0  # ray: seconds for the actors to start before the run stops with a message
+    rollout_timeout_s: float = 300.0  # ray: seconds without any rollout before the run stops with a message
 
 
 @dataclass

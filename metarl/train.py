@@ -37,8 +37,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             from .rl.local import train_impala_local
 
             metrics = train_impala_local(cfg, run_dir)
+        elif cfg.runner.name == "ray":
+            from .rl.ray_runner import train_impala_ray
+
+            metrics = train_impala_ray(cfg, run_dir)
         else:
-            raise ValueError(f"runner.name={cfg.runner.name!r} is not a runner; known: local")
+            raise ValueError(f"runner.name={cfg.runner.name!r} is not a runner; known: local, ray")
     elif kind == "fewshot":
         from metarl.fewshot.trainer import train_fewshot
 
