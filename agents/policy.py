@@ -47,6 +47,11 @@ class Agent(nn.Module):
         return () if self.core is None else self.core.initial_state(batch_size, device)
 
     def forward(self, obs, prev_action, prev_reward, reset, state=None):
+        h, state = self.features(obs, prev_action, prev_reward, reset, state)
+        return self.policy(h), self.baseline(h).squeeze(-1), state
+
+    def features(self, obs, prev_action, prev_reward, reset, state=None):
+        """The core's output h [B, T, d_model] (input of the policy and value heads) and the new state."""
         B, T = obs.shape[:2]
         features = self.encoder(obs.flatten(0, 1)).view(B, T, -1)
         keep = (~reset).unsqueeze(-1).float()
@@ -64,7 +69,7 @@ class Agent(nn.Module):
             h = torch.cat(outputs, dim=1)
         else:
             h, state = self.core(x, state, reset)
-        return self.policy(h), self.baseline(h).squeeze(-1), state
+        return h, state
 
     def aux_loss(self) -> torch.Tensor:
         return self.core.aux_loss() if self.core is not None else torch.zeros(())

@@ -117,7 +117,14 @@ class SequenceLearner(nn.Module):
 
     def inputs(self, features: torch.Tensor, fed: torch.Tensor) -> torch.Tensor:
         """features [B, T, F], fed labels [B, T] in [0, ways] -> core inputs [B, T, d_model]."""
-        return self.input_proj(torch.cat([features, F.one_hot(fed, self.ways + 1).to(features.dtype)], -1))
+        import os
+        mode = os.environ.get("XMODE", "")
+        if mode == "featln":
+            features = F.layer_norm(features, features.shape[-1:])
+        x = self.input_proj(torch.cat([features, F.one_hot(fed, self.ways + 1).to(features.dtype)], -1))
+        if mode == "ln":
+            x = F.layer_norm(x, x.shape[-1:])
+        return x * float(os.environ.get("XSCALE", "1"))
 
     def forward(self, images: torch.Tensor, fed: torch.Tensor, state=None):
         """images [B, T, C, H, W], fed [B, T] -> (logits [B, T, ways], state). The delayed-label protocol."""

@@ -70,8 +70,8 @@ class ChomskyEnvConfig:
     task: str = "reverse_string"  # one of the 15 tasks (metarl.supervised.chomsky.TASKS)
     train_lengths: List[int] = field(default_factory=lambda: [1, 40])  # input lengths to train on (inclusive)
     test_lengths: List[int] = field(default_factory=lambda: [41, 500])  # input lengths to test on (inclusive)
-    test_length_step: int = 1  # test every k-th length of test_lengths (1: all, as in the paper)
-    test_batch_size: int = 32  # sequences per test length
+    test_length_step: int = 10  # test every k-th length of test_lengths (1: all 460, as in the paper; slow on a CPU)
+    test_batch_size: int = 8  # sequences per test length (a length-500 batch holds up to 1500 tokens per sequence)
     batch_size: int = 32  # sequences per update (one length per batch)
     steps: int = 2000  # updates
     lr: float = 1e-3  # Adam learning rate

@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--languages", nargs="+", default=["parity", "reset_dyck1"])
     parser.add_argument("--models", nargs="+", default=list(NAMES), choices=list(NAMES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--steps", type=int, default=3000, help="updates per run")
+    parser.add_argument("--steps", type=int, default=2000, help="updates per run")
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-3)

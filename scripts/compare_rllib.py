@@ -1,0 +1,135 @@
+"""Our IMPALA runner beside RLlib's IMPALA (new API stack, our agent as its RLModule), same env, same
+model, same frame budget, in one run. Prints frames/s and return vs frames for both; writes JSON and a PNG.
+
+    python scripts/compare_rllib.py --env cartpole --frames 200000
+    python scripts/compare_rllib.py --env bigfish --frames 50000      # procgen, easy
+
+RLlib gets its best settings for this machine that we know of: several envs per env runner, fractional
+CPUs so that nothing waits for resources, the learner in the driver process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_module
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from metarl.train import register_configs, run
+
+MODEL = {"core": "srwm", "d_model": 64, "num_layers": 1, "num_heads": 4, "d_ff": 128, "core_options": {"d_head": 16}}
+
+
+def ours(env_name: str, frames: int, envs: int, unroll: int) -> dict:
+    register_configs()
+    env_args = ["env=cartpole"] if env_name == "cartpole" else ["env=procgen", f"env.games=[{env_name}]"]
+    overrides = [*env_args, "agent=srwm", f"agent.d_model={MODEL['d_model']}", f"agent.num_layers={MODEL['num_layers']}",
+                 f"agent.num_heads={MODEL['num_heads']}", f"agent.d_ff={MODEL['d_ff']}", "agent.options.d_head=16",
+                 f"impala.total_frames={frames}", f"runner.envs_per_actor={envs}", f"impala.batch_size={envs}",
+                 f"impala.unroll_length={unroll}", "impala.eval_episodes=0", "progress=false"]
+    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.time()
+        result = run(cfg, Path(tmp))
+        seconds = time.time() - start
+        events = EventAccumulator(tmp).Reload().Scalars("charts/episodic_return")
+    curve = [(e.step, e.value) for e in events]
+    return {"frames": result["frames"], "seconds": seconds, "frames_per_s": result["frames"] / seconds,
+            "curve": curve}
+
+
+def rllib(env_name: str, frames: int, envs: int, unroll: int) -> dict:
+    import ray
+    from ray.rllib.algorithms.impala import IMPALAConfig
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+    from ray.tune.registry import register_env
+
+    from metarl.rllib import MetarlRLModule
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    if env_name == "cartpole":
+        env_id = "CartPole-v1"
+    else:
+        from metarl.envs.procgen import ProcgenGymnasium
+
+        register_env("procgen", lambda cfg: ProcgenGymnasium(env_name))
+        env_id = "procgen"
+    config = (IMPALAConfig()
+              .environment(env_id)
+              .env_runners(num_env_runners=1, num_envs_per_env_runner=envs, num_cpus_per_env_runner=0.5,
+                           rollout_fragment_length=unroll)
+              .learners(num_learners=0)
+              .training(lr=1e-3 if env_name == "cartpole" else 6e-4, train_batch_size_per_learner=envs * unroll,
+                        entropy_coeff=0.01, vf_loss_coeff=0.5, grad_clip=40.0)
+              .rl_module(rl_module_spec=RLModuleSpec(module_class=MetarlRLModule,
+                                                     model_config={**MODEL, "max_seq_len": unroll})))
+    algo = config.build_algo()
+    curve, sampled, start = [], 0, time.time()
+    while sampled < frames:
+        result = algo.train()
+        runners = result.get("env_runners", {})
+        sampled = runners.get("num_env_steps_sampled_lifetime",
+                              result.get("num_env_steps_sampled_lifetime", sampled))
+        ret = runners.get("episode_return_mean")
+        if not curve and sampled == 0:
+            print("rllib result keys:", sorted(result), sorted(runners))
+        if ret is not None and not np.isnan(ret):
+            curve.append((sampled, float(ret)))
+    seconds = time.time() - start
+    algo.stop()
+    ray.shutdown()
+    return {"frames": sampled, "seconds": seconds, "frames_per_s": sampled / seconds, "curve": curve}
+
+
+def binned(curve, frames, bins=10):
+    edges = np.linspace(0, frames, bins + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        values = [v for f, v in curve if lo < f <= hi]
+        out.append(float(np.mean(values)) if values else float("nan"))
+    return edges[1:].tolist(), out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="cartpole", help="cartpole or a procgen game (easy mode)")
+    parser.add_argument("--frames", type=int, default=200_000)
+    parser.add_argument("--envs", type=int, default=16, help="envs per actor / env runner")
+    parser.add_argument("--unroll", type=int, default=20, help="unroll length / rollout fragment length")
+    parser.add_argument("--out", default="bench_results/compare_rllib")
+    args = parser.parse_args()
+    results = {"metarl": ours(args.env, args.frames, args.envs, args.unroll),
+               "rllib": rllib(args.env, args.frames, args.envs, args.unroll)}
+    print(f"\n{args.env}, {args.frames} frames, model {MODEL}")
+    print(f"{'runner':8} {'frames/s':>10} {'seconds':>9}   return by frames (10 bins)")
+    for name, r in results.items():
+        edges, returns = binned(r["curve"], args.frames)
+        r["binned_return"] = {"frames": edges, "return": returns}
+        print(f"{name:8} {r['frames_per_s']:10.0f} {r['seconds']:9.1f}   " + " ".join(f"{x:6.1f}" for x in returns))
+    ratio = results["metarl"]["frames_per_s"] / results["rllib"]["frames_per_s"]
+    print(f"metarl / rllib frames/s: {ratio:.2f}x (goal >= 2x)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps({"env": args.env, "frames": args.frames, "model": MODEL,
+                                               "ratio": ratio, **results}, indent=1))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in results.items():
+        ax.plot(r["binned_return"]["frames"], r["binned_return"]["return"], marker="o",
+                label=f"{name} ({r['frames_per_s']:.0f} frames/s)")
+    ax.set_xlabel("env frames"), ax.set_ylabel("episode return"), ax.set_title(f"IMPALA on {args.env}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(f"{out}.png", dpi=100)
+    print(f"wrote {out}.json and {out}.png")
+
+
+if __name__ == "__main__":
+    main()
