@@ -113,6 +113,10 @@ class SequenceLearner(nn.Module):
         super().__init__()
         self.backbone, self.core, self.ways = backbone, core, ways
         self.input_proj = nn.Linear(feature_dim + ways + 1, core.d_model)
+        import os
+        self.emb = nn.Embedding(ways + 1, core.d_model) if os.environ.get("XMODE") == "emb" else None
+        if self.emb is not None:
+            self.emb.weight.data.mul_(float(os.environ.get("EMBSCALE", "1")))
         self.head = nn.Linear(core.d_model, ways)
 
     def inputs(self, features: torch.Tensor, fed: torch.Tensor) -> torch.Tensor:
@@ -122,6 +126,8 @@ class SequenceLearner(nn.Module):
         if mode == "featln":
             features = F.layer_norm(features, features.shape[-1:])
         x = self.input_proj(torch.cat([features, F.one_hot(fed, self.ways + 1).to(features.dtype)], -1))
+        if self.emb is not None:
+            x = x + self.emb(fed)
         if mode == "ln":
             x = F.layer_norm(x, x.shape[-1:])
         return x * float(os.environ.get("XSCALE", "1"))

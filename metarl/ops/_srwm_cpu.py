@@ -1,7 +1,9 @@
 """Builds and loads the SRWM C kernel (``csrc/srwm_cpu.c``) with the system C compiler, through ctypes.
 
 The shared library is compiled once (about a second) into ``$METARL_CACHE`` (default
-``~/.cache/metarl``), keyed by the source's hash, and reused by every later process. Set
+``~/.cache/metarl``), for this CPU (``-march=native``; the cache key includes the CPU's feature flags, so
+a shared cache never hands a library to a CPU that cannot run it), and reused by every later process.
+The sequence-heads are split across ``torch.get_num_threads()`` threads (ctypes releases the GIL). Set
 ``METARL_SRWM_KERNEL=torch`` to skip it; when no compiler is found the torch-op path is used and a
 warning says so once.
 """
@@ -10,10 +12,12 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -23,9 +27,22 @@ _FLAGS = ["-O3", "-fPIC", "-shared", "-std=c99"]
 _loaded = None  # the _Kernel, or False once building failed
 
 
+def _cpu_signature() -> str:
+    """Machine type and CPU feature flags (what -march=native depends on)."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    except OSError:
+        pass
+    return platform.machine() + flags
+
+
 def _build() -> Path:
     source = _SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join(_FLAGS).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(source + " ".join(_FLAGS).encode() + _cpu_signature().encode()).hexdigest()[:16]
     cache = Path(os.environ.get("METARL_CACHE", Path.home() / ".cache" / "metarl"))
     target = cache / f"srwm_cpu_{digest}.so"
     if target.exists():
@@ -36,10 +53,34 @@ def _build() -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         partial = Path(tmp) / target.name
-        subprocess.run([compiler, *_FLAGS, str(_SOURCE), "-o", str(partial), "-lm"],
-                       check=True, capture_output=True, text=True)
+        for extra in (["-march=native"], []):  # a compiler without -march=native still builds a portable one
+            result = subprocess.run([compiler, *_FLAGS, *extra, str(_SOURCE), "-o", str(partial), "-lm"],
+                                    capture_output=True, text=True)
+            if result.returncode == 0:
+                break
+        else:
+            raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
         os.replace(partial, target)  # atomic: concurrent builders (e.g. Ray actors) never see half a file
     return target
+
+
+_pool = None
+
+
+def _parallel(fn, N: int, *arrays) -> None:
+    """Call fn(n, *pointers) on slices of the N sequence-heads, one slice per torch thread."""
+    global _pool
+    parts = max(1, min(torch.get_num_threads(), N))
+    if parts == 1:
+        fn(N, *(_Kernel._ptr(a) for a in arrays))
+        return
+    if _pool is None or _pool._max_workers < parts:
+        _pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="metarl-srwm")
+    bounds = [N * i // parts for i in range(parts + 1)]
+    futures = [_pool.submit(fn, b - a, *(_Kernel._ptr(x[a:b]) for x in arrays))
+               for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    for f in futures:
+        f.result()
 
 
 class _Kernel:
@@ -63,8 +104,8 @@ class _Kernel:
         y = x.new_empty(N, T, Dy)
         qs, ks, bs, rs = x.new_empty(N, T, D), x.new_empty(N, T, D), x.new_empty(N, T, 4), x.new_empty(N, T, W.shape[-1])
         fn = getattr(self.lib, "srwm_forward_" + self._suffix(x))
-        fn(ctypes.c_long(N), ctypes.c_long(T), ctypes.c_long(D), ctypes.c_long(Dy),
-           *(self._ptr(a) for a in (x, W, y, qs, ks, bs, rs)))
+        _parallel(lambda n, *ptrs: fn(ctypes.c_long(n), ctypes.c_long(T), ctypes.c_long(D), ctypes.c_long(Dy), *ptrs),
+                  N, x, W, y, qs, ks, bs, rs)
         return y, W, qs, ks, bs, rs
 
     def backward(self, x, W, Dy, qs, ks, bs, rs, gy, gW):
@@ -73,8 +114,9 @@ class _Kernel:
         G = gW.clone().contiguous()
         dx = torch.empty_like(x)
         fn = getattr(self.lib, "srwm_backward_" + self._suffix(x))
-        fn(ctypes.c_long(N), ctypes.c_long(T), ctypes.c_long(D), ctypes.c_long(Dy),
-           *(self._ptr(a.contiguous()) for a in (x, W, qs, ks, bs, rs, gy)), self._ptr(G), self._ptr(dx))
+        inputs = [a.contiguous() for a in (x, W, qs, ks, bs, rs, gy)]
+        _parallel(lambda n, *ptrs: fn(ctypes.c_long(n), ctypes.c_long(T), ctypes.c_long(D), ctypes.c_long(Dy), *ptrs),
+                  N, *inputs, G, dx)
         return dx, G
 
 
