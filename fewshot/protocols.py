@@ -36,7 +36,7 @@ def shuffle_rows(generator: Optional[torch.Generator], *tensors: torch.Tensor):
 
 @dataclass
 class SyncEpisodes(_Batch):
-    """support float [B, N·K, C, H, W] with labels [B, N·K]; queries float [B, N·Q, C, H, W] with labels [B, N·Q]."""
+    """support float [B, N·K, C, H, W] with labels [B, N·K]; queries [B, N·Q, C, H, W] with labels [B, N·Q]."""
 
     support: torch.Tensor
     support_labels: torch.Tensor

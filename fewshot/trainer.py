@@ -22,7 +22,7 @@ from tqdm import tqdm
 from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.supervised.trainer import make_core
 
-from .models import ProtoNet, SequenceLearner, make_backbone
+from .models import BACKBONES, ProtoNet, SequenceLearner, make_backbone
 from .protocols import DelayedEpisodes, delayed_episodes, sync_episodes
 from .readers import DATASETS, load_split
 
@@ -34,19 +34,23 @@ VAL_SEED, TEST_SEED = 10_000, 20_000  # the validation and test episodes are the
 def validate_env(cfg: DictConfig) -> None:
     """Value checks of the few-shot settings; each error names the key and the fix."""
     env = cfg.env
+
+    def one_of(key, value, known):
+        return value in known, f"env.{key}={value!r}: choose one of {', '.join(known)}"
+
     checks = [
-        (env.dataset in DATASETS, f"env.dataset={env.dataset!r}: choose one of {', '.join(DATASETS)}"),
-        (env.protocol in PROTOCOLS, f"env.protocol={env.protocol!r}: choose one of {', '.join(PROTOCOLS)}"),
-        (env.lr_schedule in LR_SCHEDULES, f"env.lr_schedule={env.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}"),
+        one_of("dataset", env.dataset, DATASETS),
+        one_of("protocol", env.protocol, PROTOCOLS),
+        one_of("lr_schedule", env.lr_schedule, LR_SCHEDULES),
+        one_of("backbone", env.backbone, list(BACKBONES)),
         (env.ways >= 2 and env.shots >= 1 and env.queries >= 1,
-         f"env.ways={env.ways}, env.shots={env.shots}, env.queries={env.queries}: need ways >= 2, shots >= 1, queries >= 1"),
+         f"env.ways={env.ways}, env.shots={env.shots}, env.queries={env.queries}: need 2+, 1+ and 1+"),
         (len(env.backbone_channels) == 4, f"env.backbone_channels={list(env.backbone_channels)}: give 4 widths"),
         (not (cfg.agent.name == "protonet" and env.protocol != "sync"),
          "agent=protonet classifies queries against a labelled support set: use env.protocol=sync"),
         (env.second_dataset is None or env.protocol == "delayed",
          "env.second_dataset (two datasets concatenated) needs env.protocol=delayed"),
-        (env.second_dataset is None or env.second_dataset in DATASETS,
-         f"env.second_dataset={env.second_dataset!r}: choose one of {', '.join(DATASETS)}"),
+        one_of("second_dataset", env.second_dataset, DATASETS) if env.second_dataset else (True, ""),
         (env.protocol != "delayed" or 0 <= env.max_trim < env.ways * env.shots,
          f"env.max_trim={env.max_trim} must be in [0, ways·shots = {env.ways * env.shots})"),
     ]
@@ -97,38 +101,37 @@ def episode_loss(model: nn.Module, batch):
     return loss, logits.argmax(-1) == targets
 
 
+def mean_and_ci95(accuracies: torch.Tensor) -> tuple:
+    """Per-episode accuracies [n] -> (mean, half-width of the 95% interval 1.96 · std / sqrt(n))."""
+    n = len(accuracies)
+    return accuracies.mean().item(), (1.96 * accuracies.std() / n ** 0.5).item() if n > 1 else 0.0
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, env: DictConfig, splits, episodes: int, seed: int, batch_size: int,
-             device="cpu", shots=None, names=None) -> dict:
-    """Accuracy over ``episodes`` episodes drawn with ``seed``: mean, 95% interval 1.96·std/sqrt(n) over the
-    per-episode accuracies, and for the delayed protocol the accuracy per shot (``shot_s``: images of the
-    class seen before) and per dataset (``names``)."""
+             device="cpu", *, shots=None, names=None) -> dict:
+    """Accuracy over ``episodes`` episodes drawn with ``seed``: mean and 95% interval 1.96·std/sqrt(n) of the
+    per-episode accuracies; for the delayed protocol also the accuracy per shot (``shot_s``: s images of the
+    class came before) and, with two datasets, per dataset (``<name>/accuracy``, names from ``names``)."""
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    per_episode, shot_hits, parts = [], {}, {}
-    done = 0
-    while done < episodes:
-        n = min(batch_size, episodes - done)
-        batch = sample_batch(env, splits, n, generator, shots).to(device)
+    per_episode, tallies = [], {}  # tallies: metric -> (hits, total)
+    for start in range(0, episodes, batch_size):
+        batch = sample_batch(env, splits, min(batch_size, episodes - start), generator, shots).to(device)
         _, correct = episode_loss(model, batch)
         per_episode.append(correct.float().mean(1).cpu())
         if isinstance(batch, DelayedEpisodes):
-            for key, index in (("shot", batch.shot), ("part", batch.part)):
-                store = shot_hits if key == "shot" else parts
-                for value in index.unique().tolist():
-                    mask = index == value
-                    hits, total = store.get(value, (0, 0))
-                    store[value] = (hits + correct[mask].sum().item(), total + mask.sum().item())
-        done += n
+            groups = [(f"shot_{s}", batch.shot == s) for s in batch.shot.unique().tolist()]
+            if len(splits) > 1:
+                groups += [(f"{names[p] if names else p}/accuracy", batch.part == p) for p in range(len(splits))]
+            for key, mask in groups:
+                hits, total = tallies.get(key, (0, 0))
+                tallies[key] = (hits + correct[mask].sum().item(), total + mask.sum().item())
     model.train(was_training)
-    accuracies = torch.cat(per_episode)
-    result = {"accuracy": accuracies.mean().item(), "episodes": len(accuracies),
-              "ci95": (1.96 * accuracies.std() / len(accuracies) ** 0.5).item() if len(accuracies) > 1 else 0.0}
-    result.update({f"shot_{s}": h / t for s, (h, t) in sorted(shot_hits.items())})
-    if len(parts) > 1:
-        result.update({f"{names[p] if names else p}/accuracy": h / t for p, (h, t) in sorted(parts.items())})
-    return result
+    accuracy, ci95 = mean_and_ci95(torch.cat(per_episode))
+    return {"accuracy": accuracy, "ci95": ci95, "episodes": episodes,
+            **{key: hits / total for key, (hits, total) in tallies.items()}}
 
 
 def learning_rate(env: DictConfig, step: int) -> float:
@@ -155,8 +158,7 @@ def train_fewshot(cfg: DictConfig, run_dir: Path) -> dict:
     validate_env(cfg)
     torch.manual_seed(cfg.seed)
     train_splits, val_splits = load_splits(env, "train"), load_splits(env, "val")
-    image_shape = (train_splits[0].image_shape[0], env.image_size, env.image_size)
-    model = build_model(cfg, image_shape).to(cfg.device)
+    model = build_model(cfg, (train_splits[0].image_shape[0], env.image_size, env.image_size)).to(cfg.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=env.lr, betas=tuple(env.adam_betas), eps=env.adam_eps)
     step, best, best_step = 0, -1.0, 0
     if cfg.resume:
@@ -167,6 +169,11 @@ def train_fewshot(cfg: DictConfig, run_dir: Path) -> dict:
         if previous_best.is_file() and previous_best.resolve() != (run_dir / "best.pt").resolve():
             run_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy(previous_best, run_dir / "best.pt")
+
+    def save(name, with_optimiser=True):
+        save_checkpoint(run_dir / name, model, optimiser if with_optimiser else None, step, cfg,
+                        best_accuracy=best, best_step=best_step)
+
     names = dataset_names(env)
     writer = SummaryWriter(str(run_dir))
     generator = torch.Generator()
@@ -183,9 +190,9 @@ def train_fewshot(cfg: DictConfig, run_dir: Path) -> dict:
         loss, correct = episode_loss(model, batch)
         loss = loss + model.aux_loss()
         if not torch.isfinite(loss):
-            save_checkpoint(run_dir / "checkpoint_nonfinite.pt", model, optimiser, step, cfg)
-            raise FloatingPointError(f"non-finite loss at step {step}; state saved to {run_dir}/checkpoint_nonfinite.pt. "
-                                     "Lower env.lr, set env.grad_clip or use env.lr_schedule=noam.")
+            save("checkpoint_nonfinite.pt")
+            raise FloatingPointError(f"non-finite loss at step {step}; state saved to {run_dir}/checkpoint_nonfinite"
+                                     ".pt. Lower env.lr, set env.grad_clip or use env.lr_schedule=noam.")
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         if env.grad_clip > 0:
@@ -195,29 +202,29 @@ def train_fewshot(cfg: DictConfig, run_dir: Path) -> dict:
         train_time += time.time() - start
         episodes_done += env.batch_size
         hits, seen = hits + correct.sum().item(), seen + correct.numel()
+        metrics.update({"losses/train": loss.item(), "step": step, "charts/episodes_per_s": episodes_done / train_time})
         if step % 10 == 0 or step == env.steps:
-            writer.add_scalar("losses/train", loss.item(), step)
-            writer.add_scalar("train/accuracy", hits / seen, step)
-            writer.add_scalar("charts/episodes_per_s", episodes_done / train_time, step)
-            writer.add_scalar("charts/lr", learning_rate(env, step), step)
             metrics["train/accuracy"], hits, seen = hits / seen, 0, 0
+            for key in ("losses/train", "train/accuracy", "charts/episodes_per_s"):
+                writer.add_scalar(key, metrics[key], step)
+            writer.add_scalar("charts/lr", learning_rate(env, step), step)
         if step % env.eval_every == 0 or step == env.steps:
-            result = evaluate(model, env, val_splits, env.eval_episodes, VAL_SEED, env.batch_size, cfg.device, names=names)
+            result = evaluate(model, env, val_splits, env.eval_episodes, VAL_SEED, env.batch_size, cfg.device,
+                              names=names)
             log_eval(writer, "eval", result, step)
             if result["accuracy"] > best:
                 best, best_step = result["accuracy"], step
-                save_checkpoint(run_dir / "best.pt", model, None, step, cfg, best_accuracy=best, best_step=best_step)
+                save("best.pt", with_optimiser=False)
             writer.add_scalar("eval/best_accuracy", best, step)
             metrics.update({"eval/accuracy": result["accuracy"], "eval/best_accuracy": best, "best_step": best_step})
-        metrics.update({"losses/train": loss.item(), "step": step, "charts/episodes_per_s": episodes_done / train_time})
         bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{metrics.get('eval/accuracy', float('nan')):.3f}",
                         best=f"{max(best, 0):.3f}")
         bar.update(1)
         if time.time() - last_checkpoint > 60 * cfg.checkpoint_minutes:
-            save_checkpoint(run_dir / "checkpoint.pt", model, optimiser, step, cfg, best_accuracy=best, best_step=best_step)
+            save("checkpoint.pt")
             last_checkpoint = time.time()
     bar.close()
-    save_checkpoint(run_dir / "checkpoint.pt", model, optimiser, step, cfg, best_accuracy=best, best_step=best_step)
+    save("checkpoint.pt")
     if env.test_episodes > 0:
         if (run_dir / "best.pt").is_file():
             load_checkpoint(run_dir / "best.pt", model)

@@ -108,7 +108,7 @@ class ProcgenEnvConfig:
     name: str = "procgen"  # run name
     kind: str = "rl"  # which trainer runs it
     type: str = "procgen"  # env factory (metarl.envs.make_env)
-    games: List[str] = field(default_factory=lambda: ["bigfish"])  # one or more of the 16 games
+    games: List[str] = field(default_factory=lambda: ["coinrun"])  # one or more of the 16 games
     distribution_mode: str = "easy"  # easy | hard | extreme | memory | exploration
     num_levels: int = 200  # training levels (0 = all levels)
     start_level: int = 0  # first training level; unseen levels for evaluation follow the training range

@@ -90,8 +90,8 @@ def main() -> None:
     for ax, language in zip(axes[0], args.languages):
         x = range(len(args.models))
         for offset, (b, label) in enumerate((("bin0", "Bin0 (1-50)"), ("bin1", "Bin1 (51-100)"))):
-            ax.bar([i + 0.4 * offset - 0.2 for i in x], [mean(language, m, f"{b}_sequence_accuracy") for m in args.models],
-                   width=0.4, label=label)
+            heights = [mean(language, m, f"{b}_sequence_accuracy") for m in args.models]
+            ax.bar([i + 0.4 * offset - 0.2 for i in x], heights, width=0.4, label=label)
             for seed_row in (r for r in results if r["language"] == language):
                 i = args.models.index(seed_row["model"])
                 ax.plot(i + 0.4 * offset - 0.2, seed_row[f"{b}_sequence_accuracy"], "k.", markersize=4)

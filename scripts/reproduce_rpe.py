@@ -78,7 +78,8 @@ def main() -> None:
                       f"{row['train_accuracy']:.3f}, test score {row['score']:.3f} ({row['seconds']:.0f} s)", flush=True)
 
     def mean(task, positional, randomized, key="score"):
-        values = [r[key] for r in results if (r["task"], r["positional"], r["randomized"]) == (task, positional, randomized)]
+        key_of = (task, positional, randomized)
+        values = [r[key] for r in results if (r["task"], r["positional"], r["randomized"]) == key_of]
         return sum(values) / len(values)
 
     print(f"\nTest score (%): mean accuracy over lengths 41-500 (every {args.test_step}th), in-distribution accuracy in "

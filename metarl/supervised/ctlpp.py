@@ -119,10 +119,11 @@ class CTLPPTask(Task):
         low = max(self.chain_lengths[0], 3) if (self.variant, split) == ("s", "ood") else self.chain_lengths[0]
         lengths = range(low, self.chain_lengths[1] + 1)
         for attempt in range(100 * count):
-            if len(samples) == count:
-                break
             samples[self.chain(split, rng, lengths[attempt % len(lengths)])] = None
-        return list(samples)
+            if len(samples) == count:
+                return list(samples)
+        raise ValueError(f"env.test_size={count}: found only {len(samples)} distinct {split} chains; lower test_size "
+                         "or allow longer chains")
 
     def encode(self, chains: Sequence[Tuple[int, ...]]) -> Batch:
         inputs = [list(c) + [self.query] for c in chains]

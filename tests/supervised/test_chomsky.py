@@ -67,10 +67,12 @@ ANSWER = {
     "solve_equation": solve,
     "duplicate_string": lambda x, y: y == x + x,
     "missing_duplicate_string": missing,
-    "odds_first": lambda x, y: y == [x[i - 1] for i in range(1, len(x) + 1, 2)] + [x[i - 1] for i in range(2, len(x) + 1, 2)],
+    "odds_first": lambda x, y: y == [x[i - 1] for i in range(1, len(x) + 1, 2)] + [x[i - 1] for i in range(2, len(x) + 1,
+                                                                                                        2)],
     "binary_addition": lambda x, y: binary_answer(x, y, lambda a, b: a + b),
     "binary_multiplication": lambda x, y: binary_answer(x, y, lambda a, b: a * b),
-    "compute_sqrt": lambda x, y: len(y) == math.ceil(len(x) / 2) and little_endian(y[::-1]) == math.isqrt(little_endian(x[::-1])),
+    "compute_sqrt": lambda x, y: (len(y) == math.ceil(len(x) / 2)
+                                  and little_endian(y[::-1]) == math.isqrt(little_endian(x[::-1]))),
     "bucket_sort": lambda x, y: y == sorted(x),
 }
 OUTPUT_LENGTH = {"stack_manipulation": lambda n: n + 1, "binary_addition": lambda n: n + 1, "reverse_string": lambda n: n,
@@ -98,7 +100,8 @@ def test_outputs_match_independent_answers(name):
         assert batch.length == n
         for b in range(batch.tokens.shape[0]):
             x, y = split(task, batch, b)
-            expected_n = max(n, task.spec.min_length) - (1 if task.spec.odd and max(n, task.spec.min_length) % 2 == 0 else 0)
+            raised = max(n, task.spec.min_length)
+            expected_n = raised - 1 if task.spec.odd and raised % 2 == 0 else raised
             assert len(x) == expected_n, (name, n, len(x))
             assert len(y) == OUTPUT_LENGTH.get(name, lambda n: 1)(len(x)), (name, n, len(y))
             assert max(x) < task.spec.input_size and max(y) < task.spec.output_size

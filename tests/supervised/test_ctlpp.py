@@ -73,9 +73,11 @@ def test_splits_are_disjoint_and_follow_the_rules(variant):
                        for b in rows)
 
 
-def test_bad_variant_is_named():
+def test_bad_values_are_named():
     with pytest.raises(ValueError, match="env.variant='x'"):
         CTLPPTask("x")
+    with pytest.raises(ValueError, match="env.test_size=1000"):  # only 4 * 8 * 2 chains of two exist
+        CTLPPTask("r", num_functions=4, chain_lengths=(2, 2))
 
 
 def test_short_run_beats_chance():

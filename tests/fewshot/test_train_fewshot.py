@@ -1,0 +1,132 @@
+"""``python -m metarl.train env=glyphs ...``: configs, errors at start, a short run that logs, selects,
+checkpoints and resumes, the delayed protocol with two datasets, and scripts/evaluate_fewshot.py."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from metarl.fewshot import DatasetLayoutError
+from metarl.fewshot.trainer import mean_and_ci95
+from metarl.train import register_configs, run
+
+register_configs()
+ROOT = Path(__file__).resolve().parents[2]
+CORE = ["agent.d_model=32", "agent.num_layers=1", "agent.num_heads=2", "agent.d_ff=32"]
+RUN = ["env.backbone_channels=[4,4,4,4]", "env.batch_size=4", "env.eval_episodes=8", "env.test_episodes=8",
+       "progress=false", "threads=1"]
+TINY = CORE + RUN
+
+
+def config(*overrides, env="glyphs", agent="srwm"):
+    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
+        return compose(config_name="config", overrides=[f"env={env}", f"agent={agent}", *overrides])
+
+
+def scalars(run_dir, tag):
+    return [(e.step, e.value) for e in EventAccumulator(str(run_dir)).Reload().Scalars(tag)]
+
+
+def test_configs_carry_the_paper_settings():
+    glyphs = config()
+    assert glyphs.env.kind == "fewshot" and glyphs.env.dataset == "glyphs" and glyphs.env.ways == 5
+    omniglot = config(env="omniglot")
+    assert omniglot.env.batch_size == 128 and omniglot.env.lr == 1e-3 and omniglot.env.backbone_channels == [64] * 4
+    assert list(omniglot.env.adam_betas) == [0.9, 0.995] and omniglot.env.adam_eps == 1e-9
+    for name, size in (("miniimagenet", 84), ("fc100", 32)):
+        cfg = config(env=name)
+        assert cfg.env.image_size == size and cfg.env.lr_schedule == "noam" and cfg.env.warmup_steps == 5000
+        assert cfg.env.backbone_channels == [32] * 4 and cfg.env.vision_dropout == 0.1
+    assert config(agent="protonet").agent.name == "protonet"
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    (["env.protocol=bogus"], ValueError, "env.protocol='bogus'"),
+    (["env.protocol=delayed"], ValueError, "agent=protonet.*env.protocol=sync"),
+    (["env.second_dataset=glyphs"], ValueError, "second_dataset.*delayed"),
+    (["env.backbone=vgg"], ValueError, "env.backbone='vgg'"),
+])
+def test_bad_values_fail_at_start(tmp_path, overrides, error, message):
+    with pytest.raises(error, match=message):
+        run(config(*RUN, *overrides, agent="protonet"), tmp_path)
+
+
+def test_wrong_key_or_type_fails_at_compose():
+    with pytest.raises(Exception, match="wyas"):
+        config("env.wyas=3")
+    with pytest.raises(Exception, match="ways"):
+        config("env.ways=five")
+
+
+def test_real_dataset_without_root_names_the_layout(tmp_path):
+    with pytest.raises(DatasetLayoutError, match="(?s)env.root is not set.*images_background.*data.hdf5"):
+        run(config(*TINY, env="omniglot"), tmp_path)
+
+
+def test_short_run_logs_selects_checkpoints_and_resumes(tmp_path):
+    metrics = run(config(*TINY, "env.steps=6", "env.eval_every=3"), tmp_path / "a")
+    assert metrics["step"] == 6 and 0 <= metrics["test/accuracy"] <= 1 and metrics["test/ci95"] > 0
+    tags = set(EventAccumulator(str(tmp_path / "a")).Reload().Tags()["scalars"])
+    assert {"losses/train", "train/accuracy", "eval/accuracy", "eval/best_accuracy", "eval/ci95",
+            "charts/episodes_per_s", "charts/lr", "test/accuracy"} <= tags
+    assert [s for s, _ in scalars(tmp_path / "a", "eval/accuracy")] == [3, 6]
+    best = max(v for _, v in scalars(tmp_path / "a", "eval/accuracy"))
+    saved = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    assert saved["counters"]["best_accuracy"] == pytest.approx(best) and saved["step"] in (3, 6)
+    last = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert last["step"] == 6 and last["config"]["env"]["dataset"] == "glyphs" and last["optimiser"] is not None
+
+    resumed = run(config(*TINY, "env.steps=9", "env.eval_every=3", f"resume={tmp_path / 'a' / 'checkpoint.pt'}"),
+                  tmp_path / "b")
+    assert resumed["step"] == 9 and [s for s, _ in scalars(tmp_path / "b", "eval/accuracy")] == [9]
+    assert (tmp_path / "b" / "best.pt").is_file()  # the selected model travels with the resumed run
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 9
+
+
+def test_noam_schedule_warms_up_then_decays():
+    from metarl.fewshot.trainer import learning_rate
+
+    env = config("env.lr_schedule=noam", "env.warmup_steps=100", "env.lr=1e-3").env
+    rates = [learning_rate(env, s) for s in (1, 50, 100, 400)]
+    assert rates == pytest.approx([1e-5, 5e-4, 1e-3, 5e-4])
+
+
+def test_delayed_protocol_with_two_datasets(tmp_path, omniglot_raw):
+    overrides = [*TINY, "env.protocol=delayed", "env.shots=3", "env.max_trim=2", "env.steps=4",
+                 "env.eval_every=4", "env.second_dataset=omniglot", f"env.second_root={omniglot_raw}"]
+    metrics = run(config(*overrides, agent="delta"), tmp_path)
+    assert metrics["step"] == 4
+    tags = set(EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"])
+    assert {"eval/shot_0", "eval/shot_2", "eval/glyphs/accuracy", "eval/omniglot/accuracy"} <= tags
+
+
+def test_ci95_is_std_over_sqrt_n():
+    accuracies = torch.tensor([0.0, 1.0] * 500)
+    mean, ci = mean_and_ci95(accuracies)
+    assert mean == 0.5 and ci == pytest.approx(1.96 * accuracies.std().item() / 1000 ** 0.5)
+
+
+def test_evaluate_script_reports_one_and_five_shot(tmp_path, capsys):
+    run(config(*TINY, "env.steps=2", "env.eval_every=2", "env.test_episodes=0", agent="protonet"), tmp_path)
+    spec = importlib.util.spec_from_file_location("evaluate_fewshot", ROOT / "scripts" / "evaluate_fewshot.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    results = script.main([str(tmp_path / "best.pt"), "--json", str(tmp_path / "eval.json")])
+    assert set(results) == {"5-way 1-shot", "5-way 5-shot"}
+    assert all(r["episodes"] == 1000 and 0 < r["ci95"] < 0.05 for r in results.values())
+    assert "5-way 5-shot" in capsys.readouterr().out and (tmp_path / "eval.json").is_file()
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path / "best.pt"), "--episodes", "100"])
+
+
+def test_command_line_entry_point(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "metarl.train", "env=glyphs", "agent=lstm", "env.steps=2", "env.eval_every=2",
+         *TINY, f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "glyphs/lstm" in result.stdout and (tmp_path / "checkpoint.pt").exists() and (tmp_path / "best.pt").exists()
