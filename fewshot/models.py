@@ -121,6 +121,7 @@ class SequenceLearner(nn.Module):
         self.feature_proj = nn.Linear(feature_dim, core.d_model)
         self.label_embed = nn.Embedding(ways + 1, core.d_model)  # one row per label, the last is "no label"
         self.head = nn.Linear(core.d_model, ways)
+        self._aux = None  # the core's auxiliary losses (σ-MoE) of the last forward or episode_logits call
 
     def inputs(self, features: torch.Tensor, fed: torch.Tensor) -> torch.Tensor:
         """features [B, T, F], fed labels [B, T] in [0, ways] -> core inputs [B, T, d_model]."""
@@ -129,6 +130,7 @@ class SequenceLearner(nn.Module):
     def forward(self, images: torch.Tensor, fed: torch.Tensor, state=None):
         """images [B, T, C, H, W], fed [B, T] -> (logits [B, T, ways], state). The delayed-label protocol."""
         y, state = self.core(self.inputs(embed_images(self.backbone, images), fed), state)
+        self._aux = self.core.aux_loss()
         return self.head(y), state
 
     def episode_logits(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor):
@@ -138,13 +140,16 @@ class SequenceLearner(nn.Module):
         B, S, Q = support.shape[0], support.shape[1], queries.shape[1]
         features = embed_images(self.backbone, torch.cat([support, queries], 1))
         _, state = self.core(self.inputs(features[:, :S], support_labels))
+        support_aux = self.core.aux_loss()
         state = map_state(lambda s: s.repeat_interleave(Q, dim=0), state)  # one copy per query
         no_label = torch.full((B * Q, 1), self.ways, dtype=torch.long, device=support.device)
         y, _ = self.core(self.inputs(features[:, S:].reshape(B * Q, 1, -1), no_label), state)
+        self._aux = support_aux + self.core.aux_loss()
         return self.head(y).view(B, Q, self.ways)
 
     def aux_loss(self) -> torch.Tensor:
-        return self.core.aux_loss()
+        """Auxiliary losses of the core calls of the last forward or episode_logits call (0 if none)."""
+        return self._aux if self._aux is not None else self.core.aux_loss()
 
 
 class ProtoNet(nn.Module):

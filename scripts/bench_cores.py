@@ -99,7 +99,11 @@ def main():
     parser.add_argument("--out", default="bench_results/bench_cores.json", help="JSON output file")
     parser.add_argument("--only", default=None, help="comma-separated subset of op/core names")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per measurement (the fastest is kept)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 avoids OpenMP stalls when other processes share the cores)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lengths = (64, 256) if args.quick else (64, 256, 1024, 4096)
     heads = (16,) if args.quick else (16, 64)
     only = set(args.only.split(",")) if args.only else None

@@ -31,11 +31,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=50, help="episodes per forward pass")
     parser.add_argument("--seed", type=int, default=0, help="seed of the episodes")
     parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.episodes < MIN_EPISODES:
         parser.error(f"--episodes {args.episodes}: the protocol asks for at least {MIN_EPISODES}")
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     payload = load_checkpoint(args.checkpoint)
     cfg = OmegaConf.create(payload["config"])
     if cfg.env.get("kind") != "fewshot":
@@ -65,5 +68,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    with torch.no_grad():
-        main()
+    main()

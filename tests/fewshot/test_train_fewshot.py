@@ -130,3 +130,13 @@ def test_command_line_entry_point(tmp_path):
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "glyphs/lstm" in result.stdout and (tmp_path / "checkpoint.pt").exists() and (tmp_path / "best.pt").exists()
+
+
+@pytest.mark.parametrize("env, fixture, size, backbone", [
+    ("omniglot", "omniglot_raw", 28, "conv4"), ("fc100", "cifar100", 32, "conv4"), ("fc100", "cifar100", 32, "res12")])
+def test_real_layouts_train_end_to_end(tmp_path, request, env, fixture, size, backbone):
+    root = request.getfixturevalue(fixture)
+    metrics = run(config(*TINY, "env.steps=2", "env.eval_every=2", "env.batch_size=2", f"env.root={root}",
+                         f"env.backbone={backbone}", env=env), tmp_path)
+    assert metrics["step"] == 2 and 0 <= metrics["test/accuracy"] <= 1
+    assert config(env=env).env.image_size == size
