@@ -14,10 +14,9 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ..checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import evaluate
 from .impala import Actor, Learner, clone_for_acting, collate
-from .setup import build_agent, make_rl_env
+from .setup import build_agent, make_rl_env, resume_learner, rollouts_per_update, save_learner
 
 
 class WeightStore:
@@ -82,16 +81,11 @@ def train_impala_local(cfg: DictConfig, run_dir: Path) -> dict:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    rows = runner.num_actors * runner.envs_per_actor
-    if impala.batch_size % runner.envs_per_actor:
-        raise ValueError(f"impala.batch_size={impala.batch_size} must be a multiple of runner.envs_per_actor="
-                         f"{runner.envs_per_actor} (rollouts are batched whole)")
+    per_update = rollouts_per_update(cfg)
     envs = [make_rl_env(cfg.env, runner.envs_per_actor, seed=cfg.seed * 1000 + i) for i in range(runner.num_actors)]
     agent = build_agent(cfg, envs[0])
     learner = Learner(agent, impala, device=cfg.device)
-    if cfg.resume:
-        payload = load_checkpoint(cfg.resume, learner.agent, learner.optimizer)
-        learner.frames, learner.updates = payload["counters"]["frames"], payload["step"]
+    resume_learner(cfg, learner)
     store = WeightStore(learner.weights())
     rollouts = queue.Queue(maxsize=max(2, 2 * impala.batch_size // runner.envs_per_actor))
     stop = threading.Event()
@@ -103,7 +97,6 @@ def train_impala_local(cfg: DictConfig, run_dir: Path) -> dict:
 
     writer = SummaryWriter(str(run_dir))
     stats = EpisodeStats()
-    per_update = impala.batch_size // runner.envs_per_actor
     bar = tqdm(total=impala.total_frames, initial=learner.frames, unit="frames", disable=not cfg.progress,
                desc=f"{cfg.env.name}/{cfg.agent.name}")
     start_time, start_frames, last_checkpoint = time.time(), learner.frames, time.time()
@@ -135,12 +128,10 @@ def train_impala_local(cfg: DictConfig, run_dir: Path) -> dict:
             bar.update(batch["action"].numel())
             bar.set_postfix_str(f"{sps:.0f} fps " + " ".join(f"{k}={v:.2f}" for k, v in stats.summary().items()))
             if time.time() - last_checkpoint > 60 * cfg.checkpoint_minutes:
-                save_checkpoint(run_dir / "checkpoint.pt", learner.agent, learner.optimizer, learner.updates, cfg,
-                                frames=learner.frames)
+                save_learner(run_dir, learner, cfg)
                 last_checkpoint = time.time()
     except BaseException:
-        save_checkpoint(run_dir / "checkpoint.pt", learner.agent, learner.optimizer, learner.updates, cfg,
-                        frames=learner.frames)
+        save_learner(run_dir, learner, cfg)
         raise
     finally:
         stop.set()
@@ -148,8 +139,7 @@ def train_impala_local(cfg: DictConfig, run_dir: Path) -> dict:
             if t.is_alive():
                 t.join(timeout=10)
         bar.close()
-    save_checkpoint(run_dir / "checkpoint.pt", learner.agent, learner.optimizer, learner.updates, cfg,
-                    frames=learner.frames)
+    save_learner(run_dir, learner, cfg)
     for env in envs:
         env.close()
     result = {"frames": learner.frames, "updates": learner.updates, "sps": metrics.get("charts/sps", 0.0),

@@ -25,10 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ..checkpoint import load_checkpoint, save_checkpoint
 from .impala import Learner, collate
 from .local import EpisodeStats, final_evaluation
-from .setup import build_agent, make_rl_env
+from .setup import build_agent, make_rl_env, resume_learner, rollouts_per_update, save_learner
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +96,7 @@ def train_impala_ray(cfg: DictConfig, run_dir: Path, on_update: Optional[Callabl
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if impala.batch_size % runner.envs_per_actor:
-        raise ValueError(f"impala.batch_size={impala.batch_size} must be a multiple of runner.envs_per_actor="
-                         f"{runner.envs_per_actor} (rollouts are batched whole)")
+    per_update = rollouts_per_update(cfg)
     ray = init_ray(runner)
     resources = actor_resources(runner, ray.cluster_resources())
     remote_worker = ray.remote(**resources)(RolloutWorker)
@@ -108,9 +105,7 @@ def train_impala_ray(cfg: DictConfig, run_dir: Path, on_update: Optional[Callabl
     probe = make_rl_env(cfg.env, 1, seed=cfg.seed)
     learner = Learner(build_agent(cfg, probe), impala, device=cfg.device)
     probe.close()
-    if cfg.resume:
-        payload = load_checkpoint(cfg.resume, learner.agent, learner.optimizer)
-        learner.frames, learner.updates = payload["counters"]["frames"], payload["step"]
+    resume_learner(cfg, learner)
 
     def start(index: int, generation: int):
         return remote_worker.remote(cfg_dict, index, cfg.seed * 1000 + index + 7919 * generation)
@@ -128,13 +123,11 @@ def train_impala_ray(cfg: DictConfig, run_dir: Path, on_update: Optional[Callabl
     in_flight = {w.unroll.remote(weights_ref, 0): i for i, w in enumerate(workers)}
     writer = SummaryWriter(str(run_dir))
     stats = EpisodeStats()
-    per_update = impala.batch_size // runner.envs_per_actor
     bar = tqdm(total=impala.total_frames, initial=learner.frames, unit="frames", disable=not cfg.progress,
                desc=f"{cfg.env.name}/{cfg.agent.name} (ray)")
     start_time, start_frames, last_checkpoint = time.time(), learner.frames, time.time()
     metrics, batch = {}, []
-    checkpoint = lambda: save_checkpoint(run_dir / "checkpoint.pt", learner.agent, learner.optimizer,
-                                         learner.updates, cfg, frames=learner.frames)
+    checkpoint = lambda: save_learner(run_dir, learner, cfg)
     try:
         while learner.frames < impala.total_frames:
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=runner.rollout_timeout_s)

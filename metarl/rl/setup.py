@@ -4,6 +4,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from metarl.agents import make_agent
+from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.envs import make_env
 
 
@@ -30,3 +31,25 @@ def make_rl_env(env_cfg: DictConfig, num_envs: int, seed: int = 0, split: str = 
 
 def build_agent(cfg: DictConfig, env):
     return make_agent(env.obs_shape, env.num_actions, cfg.agent)
+
+
+def rollouts_per_update(cfg: DictConfig) -> int:
+    """How many actor rollouts make one learner batch (batch_size rows, envs_per_actor rows each)."""
+    batch_size, envs = cfg.impala.batch_size, cfg.runner.envs_per_actor
+    if batch_size % envs:
+        raise ValueError(f"impala.batch_size={batch_size} must be a multiple of runner.envs_per_actor={envs} "
+                         "(rollouts are batched whole)")
+    return batch_size // envs
+
+
+def resume_learner(cfg: DictConfig, learner) -> None:
+    """Load cfg.resume (model, optimiser, frame and update counters) into the learner, if given."""
+    if cfg.resume:
+        payload = load_checkpoint(cfg.resume, learner.agent, learner.optimizer)
+        learner.frames, learner.updates = payload["counters"]["frames"], payload["step"]
+
+
+def save_learner(run_dir, learner, cfg: DictConfig) -> None:
+    """Write run_dir/checkpoint.pt (atomically) with the learner's model, optimiser and counters."""
+    save_checkpoint(run_dir / "checkpoint.pt", learner.agent, learner.optimizer, learner.updates, cfg,
+                    frames=learner.frames)
