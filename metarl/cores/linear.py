@@ -43,7 +43,7 @@ class _FastWeightMixer(Mixer):
     uses_beta = False
 
     def __init__(self, d_model, num_heads, dropout=0.0, d_head=None, feature_map="elu", dpfp_nu=1,
-                 sum_normalise=True, mode="chunk", chunk_size=64):
+                 sum_normalise=True, mode="chunk", chunk_size=32):
         super().__init__()
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"unknown feature_map {feature_map!r}; choose one of {FEATURE_MAPS}")

@@ -30,7 +30,14 @@ from typing import Optional, Tuple
 
 import torch
 
-from .linear_attention import _check_inputs, _from_chunks, _initial_state, _to_chunks
+from .linear_attention import (
+    _above_diagonal,
+    _bmm_view,
+    _check_inputs,
+    _from_chunks,
+    _initial_state,
+    _to_chunks,
+)
 
 
 def delta_rule(
@@ -40,7 +47,7 @@ def delta_rule(
     beta: torch.Tensor,
     initial_state: Optional[torch.Tensor] = None,
     mode: str = "chunk",
-    chunk_size: int = 64,
+    chunk_size: int = 32,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Delta rule ``S_t = S_{t-1} + k_t (beta_t (v_t - S_{t-1}ᵀ k_t))ᵀ``, ``o_t = S_tᵀ q_t``.
 
@@ -73,36 +80,85 @@ def _delta_rule_recurrent(q, k, v, beta, S):
     return torch.stack(outputs, dim=1), S
 
 
-def _delta_rule_chunk(q, k, v, beta, S, chunk_size):
+def _delta_rule_chunk(q, k, v, beta, S0, chunk_size):
     (B, T, H, Dk), Dv = q.shape, v.shape[-1]
     C = min(chunk_size, T)  # a short sequence is one (unpadded) chunk
-    Q, K, V = (_to_chunks(x, C) for x in (q, k, v))  # [B, H, N, C, D]
-    b = _to_chunks(beta.unsqueeze(-1), C)  # [B, H, N, C, 1]
-    eye = torch.eye(C, dtype=q.dtype, device=q.device)
-    upper = torch.ones(C, C, dtype=torch.bool, device=q.device).triu()  # (masks beat tril on CPU)
+    Q, K, V = (_to_chunks(x, C) for x in (q, k, v))  # [N, G=B*H, C, D]
+    b = _to_chunks(beta.unsqueeze(-1), C)  # [N, G, C, 1]
+    O, S_final = _DeltaRuleChunk.apply(Q, K, V, b, S0.reshape(B * H, Dk, Dv))
+    return _from_chunks(O, B, T), S_final.view(B, H, Dk, Dv)
 
-    # UT transform for all chunks at once: T_c = (I + A)^{-1} diag(β), A = strictly_lower(diag(β) K Kᵀ).
-    bK = b * K
-    I_plus_A = torch.where(upper, eye, bK @ K.transpose(-1, -2))  # [B, H, N, C, C], unit lower
-    if Dk + Dv <= C:  # solve for [W | Ũ] = T_c [K | V] directly: fewer right-hand sides
-        WU = torch.linalg.solve_triangular(I_plus_A, torch.cat([bK, b * V], dim=-1), upper=False)
-        W, U_tilde = WU[..., :Dk], WU[..., Dk:]
-    else:  # solve for T_c itself (C right-hand sides), then two matmuls
-        T_c = torch.linalg.solve_triangular(I_plus_A, b * eye, upper=False)
-        W, U_tilde = T_c @ K, T_c @ V
 
-    # The only sequential part: carry the state across chunks. Batch and heads are flattened so that
-    # each step is two fused baddbmm calls; unbind (not indexing) keeps the backward pass cheap.
-    U_chunks, S_starts = [], []
-    S = S.reshape(B * H, Dk, Dv)
-    for W_n, U_tilde_n, K_n in zip(*(x.flatten(0, 1).unbind(1) for x in (W, U_tilde, K))):
-        U_n = torch.baddbmm(U_tilde_n, W_n, S, alpha=-1)  # U = Ũ - W S      [B*H, C, Dv]
-        S_starts.append(S)
-        U_chunks.append(U_n)
-        S = torch.baddbmm(S, K_n.transpose(1, 2), U_n)  # S <- S + Kᵀ U
-    U = torch.stack(U_chunks, dim=1).view(B, H, -1, C, Dv)
-    S_start = torch.stack(S_starts, dim=1).view(B, H, -1, Dk, Dv)
+class _DeltaRuleChunk(torch.autograd.Function):
+    """The WY / UT chunkwise delta rule with a hand-written backward (shapes ``[N, G, C, D]``, G = B*H).
 
-    scores = (Q @ K.transpose(-1, -2)).masked_fill(upper.triu(1), 0)  # causal incl. diagonal [B, H, N, C, C]
-    O = Q @ S_start + scores @ U  # [B, H, N, C, Dv]
-    return _from_chunks(O, T), S.view(B, H, Dk, Dv)
+    Forward, per chunk (index n dropped), ``S`` the state at its start, ``R = diag(β) [K | V]``::
+
+        L = I + strictly_lower(diag(β) K Kᵀ)      X = [W | Ũ] = L⁻¹ R
+        U = Ũ - W S        O = Q S + A U  (A = tril(Q Kᵀ))        S' = S + Kᵀ U
+
+    Backward, chunks in reverse order, ``dS'`` the gradient of the state after the chunk::
+
+        dU = Aᵀ dO + K dS'                dS = dS' + Qᵀ dO - Wᵀ dU        (the only sequential part)
+        dA = tril(dO Uᵀ)    dQ = dA K + dO Sᵀ    dK = dAᵀ Q + U dS'ᵀ
+        P = L⁻ᵀ dU          dR = L⁻ᵀ [dW | dŨ] = [-P Sᵀ | P]
+        dM = -strictly_lower(dR Xᵀ) = -strictly_lower(P Uᵀ)          (M = diag(β) K Kᵀ, U = Ũ - W S)
+        d(βK) = -P Sᵀ + dM K    dK += dMᵀ diag(β) K + diag(β) d(βK)    dV = diag(β) P
+        dβ = rowsum(d(βK) ⊙ K) + rowsum(P ⊙ V)
+
+    ``L⁻¹`` is formed once (a triangular solve with C right-hand sides, cheaper than one with Dk + Dv
+    when the heads are wide) and reused by the backward pass as a matmul.
+    """
+
+    @staticmethod
+    def forward(ctx, Q, K, V, b, S0):
+        N, G, C, Dk = Q.shape
+        R = torch.cat([K, V], dim=-1).mul_(b)  # diag(β) [K | V]
+        L = (R[..., :Dk] @ K.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 0), 0)
+        L.diagonal(dim1=-2, dim2=-1).fill_(1)  # unit lower triangular [N, G, C, C]
+        eye = torch.eye(C, dtype=Q.dtype, device=Q.device).expand_as(L)
+        L_inv = torch.linalg.solve_triangular(L, eye, upper=False, unitriangular=True)
+        X = L_inv @ R  # [W | Ũ]
+        W, U_tilde = X[..., :Dk], X[..., Dk:]
+        A = (Q @ K.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 1), 0)  # [N, G, C, C]
+
+        U = torch.empty_like(V)
+        S_start = Q.new_empty(N + 1, G, Dk, V.shape[-1])  # the state at each chunk start, then the final one
+        S_start[0] = S0
+        for n in range(N):  # the only sequential part: carry the state across chunks
+            torch.baddbmm(U_tilde[n], W[n], S_start[n], alpha=-1, out=U[n])  # U = Ũ - W S
+            torch.baddbmm(S_start[n], K[n].transpose(1, 2), U[n], out=S_start[n + 1])  # S' = S + Kᵀ U
+        S_final, S_start = S_start[N].clone(), S_start[:N]
+        O = torch.baddbmm(_bmm_view(Q) @ _bmm_view(S_start), _bmm_view(A), _bmm_view(U))
+        ctx.save_for_backward(Q, K, V, b, R, L_inv, W, A, U, S_start)
+        return O.view(V.shape), S_final
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dO, dS_final):
+        Q, K, V, b, R, L_inv, W, A, U, S_start = ctx.saved_tensors
+        N, G, C, Dk = Q.shape
+        dO = torch.zeros_like(V) if dO is None else dO.contiguous()
+
+        dU = A.transpose(-1, -2) @ dO  # Aᵀ dO, completed with K dS' in the loop
+        dS_local = Q.transpose(-1, -2) @ dO  # Qᵀ dO
+        dS_after = Q.new_empty(N + 1, *S_start.shape[1:])  # dS'_n at [n + 1]; dS_0 at [0]
+        dS_after[N] = 0 if dS_final is None else dS_final
+        for n in range(N - 1, -1, -1):
+            dU[n].baddbmm_(K[n], dS_after[n + 1])  # dU = Aᵀ dO + K dS'
+            torch.baddbmm(  # dS = dS' + Qᵀ dO - Wᵀ dU
+                dS_local[n].add_(dS_after[n + 1]), W[n].transpose(1, 2), dU[n], alpha=-1, out=dS_after[n]
+            )
+        dS0, dS_after = dS_after[0], dS_after[1:]
+
+        dA = (dO @ U.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 1), 0)
+        Qb, Kb, dOb, dAb, Sb = (_bmm_view(x) for x in (Q, K, dO, dA, S_start))
+        dQ = torch.baddbmm(dOb @ Sb.transpose(1, 2), dAb, Kb)
+        dK = torch.baddbmm(_bmm_view(U) @ _bmm_view(dS_after).transpose(1, 2), dAb.transpose(1, 2), Qb)
+
+        P = L_inv.transpose(-1, -2) @ dU
+        dM = (P @ U.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 0), 0).neg_()
+        d_bK = torch.baddbmm(_bmm_view(dM) @ Kb, _bmm_view(P), Sb.transpose(1, 2), alpha=-1).view(K.shape)
+        dK = dK.view(K.shape).add_(dM.transpose(-1, -2) @ R[..., :Dk]).add_(b * d_bK)
+        db = (d_bK * K).sum(-1, keepdim=True) + (P * V).sum(-1, keepdim=True)
+        return dQ.view(Q.shape), dK, b * P, db, dS0

@@ -77,21 +77,37 @@ def _initial_state(q: torch.Tensor, v: torch.Tensor, initial_state: Optional[tor
 
 
 def _to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """``[B, T, H, ...]`` -> ``[B, H, N, C, ...]``, zero-padding T up to ``N * C``."""
-    T = x.shape[1]
+    """``[B, T, H, ...]`` -> ``[N, B*H, C, ...]`` (chunk-major, contiguous), zero-padding T up to ``N * C``.
+
+    Chunk-major so that the sequential loops over chunks read and write contiguous slices ``x[n]``
+    (strided slices make CPU batched matmuls fall back to one small GEMM per batch entry).
+    """
+    B, T, H = x.shape[:3]
     pad = (-T) % chunk_size
-    x = x.movedim(1, 2)  # [B, H, T, ...]
     if pad:
-        # F.pad counts dims from the last one; pad only the time dimension (dim 2 here).
-        x = F.pad(x, (0, 0) * (x.dim() - 3) + (0, pad))
-    # contiguous once here, so that the batched matmuls below never copy again (forward or backward)
-    return x.reshape(*x.shape[:2], -1, chunk_size, *x.shape[3:]).contiguous()
+        # F.pad counts dims from the last one; pad only the time dimension (dim 1).
+        x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
+    x = x.reshape(B, -1, chunk_size, H, *x.shape[3:])  # [B, N, C, H, ...]
+    x = x.movedim(3, 1).movedim(2, 0)  # [N, B, H, C, ...]
+    return x.contiguous().flatten(1, 2)
 
 
-def _from_chunks(x: torch.Tensor, T: int) -> torch.Tensor:
-    """``[B, H, N, C, D]`` -> ``[B, T, H, D]``, dropping the padding."""
-    B, H, N, C, D = x.shape
-    return x.reshape(B, H, N * C, D)[:, :, :T].transpose(1, 2)
+def _from_chunks(x: torch.Tensor, B: int, T: int) -> torch.Tensor:
+    """``[N, B*H, C, D]`` -> ``[B, T, H, D]``, dropping the padding."""
+    N, G, C, D = x.shape
+    x = x.view(N, B, G // B, C, D).movedim(0, 1).movedim(3, 2)  # [B, N, C, H, D]
+    return x.reshape(B, N * C, G // B, D)[:, :T]
+
+
+def _bmm_view(x: torch.Tensor) -> torch.Tensor:
+    """``[N, G, R, D]`` -> ``[N*G, R, D]`` (a view) for ``torch.bmm``/``baddbmm``."""
+    return x.flatten(0, 1)
+
+
+def _above_diagonal(C: int, device, diagonal: int) -> torch.Tensor:
+    """``[C, C]`` bool mask of the entries to zero with ``masked_fill_``: ``triu(diagonal)``. With
+    ``diagonal=1`` what is left is the causal lower triangle (diagonal included), with 0 the strict one."""
+    return torch.ones(C, C, dtype=torch.bool, device=device).triu(diagonal)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,7 +119,7 @@ def linear_attention(
     v: torch.Tensor,
     initial_state: Optional[torch.Tensor] = None,
     mode: str = "chunk",
-    chunk_size: int = 64,
+    chunk_size: int = 32,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Linear attention ``S_t = S_{t-1} + k_t v_tᵀ``, ``o_t = S_tᵀ q_t``.
 
@@ -134,16 +150,61 @@ def _linear_attention_recurrent(q, k, v, S):
 
 
 def _linear_attention_chunk(q, k, v, S0, chunk_size):
-    T = q.shape[1]
+    (B, T, H, Dk), Dv = q.shape, v.shape[-1]
     C = min(chunk_size, T)  # a short sequence is one (unpadded) chunk
-    Q, K, V = (_to_chunks(x, C) for x in (q, k, v))  # [B, H, N, C, D]
+    Q, K, V = (_to_chunks(x, C) for x in (q, k, v))  # [N, G=B*H, C, D]
+    O, S_final = _LinearAttentionChunk.apply(Q, K, V, S0.reshape(B * H, Dk, Dv))
+    return _from_chunks(O, B, T), S_final.view(B, H, Dk, Dv)
 
-    # Per-chunk state increments Kᵀ V, and the state at the start of every chunk (exclusive prefix sum).
-    dS = K.transpose(-1, -2) @ V  # [B, H, N, Dk, Dv]
-    S_end = S0.unsqueeze(2) + dS.cumsum(dim=2)  # state after each chunk
-    S_start = torch.cat([S0.unsqueeze(2), S_end[:, :, :-1]], dim=2)
 
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    scores = (Q @ K.transpose(-1, -2)).masked_fill(~causal, 0)  # [B, H, N, C, C]
-    O = scores @ V + Q @ S_start  # intra-chunk + inter-chunk
-    return _from_chunks(O, T), S_end[:, :, -1]
+class _LinearAttentionChunk(torch.autograd.Function):
+    """Chunkwise linear attention with a hand-written backward (shapes ``[N, G, C, D]``, G = B*H).
+
+    Forward, per chunk n, with ``A_n = tril(Q_n K_nᵀ)`` and ``S_n`` the state at the chunk start::
+
+        S_{n+1} = S_n + K_nᵀ V_n            O_n = Q_n S_n + A_n V_n
+
+    Backward, with ``dS'_n`` the gradient of the state after chunk n (a reverse prefix sum)::
+
+        dA_n = tril(dO_n V_nᵀ)             dQ_n = dA_n K_n + dO_n S_nᵀ
+        dS'_n = dS_final + Σ_{m>n} Q_mᵀ dO_m
+        dK_n = dA_nᵀ Q_n + V_n dS'_nᵀ       dV_n = A_nᵀ dO_n + K_n dS'_n
+        dS_0 = dS'_0 + Q_0ᵀ dO_0
+
+    Written by hand, every product is one batched matmul on contiguous tensors; autograd's version
+    spent more time in prefix sums, flips and stride fix-ups than in the matmuls.
+    """
+
+    @staticmethod
+    def forward(ctx, Q, K, V, S0):
+        N, G, C, Dk = Q.shape
+        A = (Q @ K.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 1), 0)  # [N, G, C, C]
+        KV = K.transpose(-1, -2) @ V  # [N, G, Dk, Dv]
+        S_start = torch.empty_like(KV)  # the state at the start of each chunk
+        S_start[0] = S0
+        for n in range(1, N):
+            torch.add(S_start[n - 1], KV[n - 1], out=S_start[n])
+        S_final = S_start[-1] + KV[-1]
+        O = torch.baddbmm(_bmm_view(Q) @ _bmm_view(S_start), _bmm_view(A), _bmm_view(V))
+        ctx.save_for_backward(Q, K, V, A, S_start)
+        return O.view(V.shape), S_final
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dO, dS_final):
+        Q, K, V, A, S_start = ctx.saved_tensors
+        N, G, C, Dk = Q.shape
+        dO = torch.zeros_like(V) if dO is None else dO.contiguous()
+        dS_local = Q.transpose(-1, -2) @ dO  # [N, G, Dk, Dv]: the gradient reaching S_n through O_n
+        dS_after = torch.empty_like(dS_local)  # dS'_n
+        dS_after[-1] = 0 if dS_final is None else dS_final
+        for n in range(N - 1, 0, -1):
+            torch.add(dS_after[n], dS_local[n], out=dS_after[n - 1])
+        dS0 = dS_after[0] + dS_local[0]
+
+        dA = (dO @ V.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 1), 0)
+        Qb, Kb, Vb, Ab, dOb, dAb = (_bmm_view(x) for x in (Q, K, V, A, dO, dA))
+        dQ = torch.baddbmm(dOb @ _bmm_view(S_start).transpose(1, 2), dAb, Kb)
+        dK = torch.baddbmm(Vb @ _bmm_view(dS_after).transpose(1, 2), dAb.transpose(1, 2), Qb)
+        dV = torch.baddbmm(Kb @ _bmm_view(dS_after), Ab.transpose(1, 2), dOb)
+        return dQ.view(Q.shape), dK.view(K.shape), dV.view(V.shape), dS0
