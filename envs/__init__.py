@@ -15,9 +15,10 @@ from .base import BatchedEnv, EpisodeTracker
 from .gym import GymnasiumEnv
 from .memory import MemoryEnv
 from .procgen import (DISTRIBUTION_MODES, EXPLORATION_MODE_GAMES, EXTREME_MODE_GAMES, MEMORY_MODE_GAMES,
-                      PROCGEN_GAMES, ProcgenEnv)
+                      PROCGEN_GAMES, ProcgenEnv, ProcgenGymnasiumEnv)
 
-__all__ = ["make_env", "ENV_KINDS", "BatchedEnv", "EpisodeTracker", "ProcgenEnv", "GymnasiumEnv", "MemoryEnv",
+__all__ = ["make_env", "ENV_KINDS", "BatchedEnv", "EpisodeTracker", "ProcgenEnv", "ProcgenGymnasiumEnv",
+           "GymnasiumEnv", "MemoryEnv",
            "PROCGEN_GAMES", "MEMORY_MODE_GAMES", "EXTREME_MODE_GAMES", "EXPLORATION_MODE_GAMES",
            "DISTRIBUTION_MODES"]
 

@@ -20,11 +20,13 @@ import contextlib
 import io
 from typing import Optional, Sequence, Union
 
+import gymnasium
 import numpy as np
 
 from .base import BatchedEnv, EpisodeTracker
 
-__all__ = ["ProcgenEnv", "PROCGEN_GAMES", "DISTRIBUTION_MODES", "MEMORY_MODE_GAMES", "EXTREME_MODE_GAMES",
+__all__ = ["ProcgenEnv", "ProcgenGymnasiumEnv",
+           "PROCGEN_GAMES", "DISTRIBUTION_MODES", "MEMORY_MODE_GAMES", "EXTREME_MODE_GAMES",
            "EXPLORATION_MODE_GAMES"]
 
 #: The 16 games of the procgen benchmark (``procgen.env.ENV_NAMES``).
@@ -184,3 +186,41 @@ class ProcgenEnv(BatchedEnv):
 
     def close(self) -> None:
         self._close_envs()
+
+
+
+class ProcgenGymnasiumEnv(gymnasium.Env):
+    """One procgen slot as a single gymnasium env, for tools that vectorise envs themselves (RLlib's env
+    runners). ``config`` keys: ``game`` (default bigfish) and the other ``ProcgenEnv`` arguments.
+
+    Observations are uint8 ``[64, 64, 3]``, actions ``Discrete(15)``. As in procgen's own gym wrapper, the
+    observation returned with ``terminated=True`` is already the first frame of the next level (procgen
+    restarts by itself), and the following ``reset()`` returns that frame without rebuilding the game.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, config: Optional[dict] = None):
+        config = dict(config or {})
+        self._env = ProcgenEnv(config.pop("game", "bigfish"), 1, **config)
+        self.observation_space = gymnasium.spaces.Box(0, 255, self._env.obs_shape, np.uint8)
+        self.action_space = gymnasium.spaces.Discrete(self._env.num_actions)
+        self._pending = None  # the first frame of the next level, once an episode has ended
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        super().reset(seed=seed)
+        if self._pending is not None and seed is None:
+            obs = self._pending
+        else:
+            obs = self._env.reset(seed=seed)
+        self._pending = None
+        return obs[0], {}
+
+    def step(self, action):
+        obs, reward, done, _ = self._env.step(np.asarray([action]))
+        if done[0]:
+            self._pending = obs
+        return obs[0], float(reward[0]), bool(done[0]), False, {}
+
+    def close(self):
+        self._env.close()

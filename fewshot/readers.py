@@ -3,11 +3,17 @@
 Nothing is downloaded. Images are resized once at load (Omniglot 28x28 grey, ink = 255 on 0;
 Mini-ImageNet 84x84 RGB; FC100 32x32 RGB, the sizes of the SRWM paper). A missing or malformed folder
 fails at once with the layout that was expected (``LAYOUTS``).
+
+The layouts made of image files (Omniglot's raw folders, Mini-ImageNet's images/ + CSV) are decoded once
+and cached as uint8 tensors in ``$METARL_CACHE/fewshot`` (default ``~/.cache/metarl/fewshot``), keyed by the
+split, the image size and every file's path, size and modification time: a changed file is decoded again.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import pickle
 from collections import OrderedDict
 from pathlib import Path
@@ -116,6 +122,39 @@ def read_image(path: Path, size: int, mode: str, invert: bool = False) -> torch.
     return array.unsqueeze(0) if array.dim() == 2 else array.permute(2, 0, 1)
 
 
+def decode_classes(dataset: str, split: str, size: int, classes: "OrderedDict[str, list]", mode: str,
+                   invert: bool = False) -> list:
+    """Decode ``{class name: [image paths]}`` into one uint8 ``[n, C, size, size]`` tensor per class, through
+    the on-disk cache (see the module docstring)."""
+    digest = hashlib.sha256(f"{dataset}|{split}|{size}|{mode}|{invert}".encode())
+    for name, paths in classes.items():
+        digest.update(name.encode())
+        for path in paths:
+            stat = path.stat()
+            digest.update(f"|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    cache = Path(os.environ.get("METARL_CACHE", Path.home() / ".cache" / "metarl")) / "fewshot"
+    target = cache / f"{dataset}_{split}_{size}px_{digest.hexdigest()[:20]}.pt"
+    if target.is_file():
+        try:
+            return torch.load(target, weights_only=True)
+        except Exception:  # a truncated or foreign file: decode again and overwrite it
+            pass
+    bar = tqdm(total=sum(len(p) for p in classes.values()), desc=f"{dataset} {split} (decoding once)", leave=False)
+    per_class = []
+    for paths in classes.values():
+        per_class.append(torch.stack([read_image(p, size, mode, invert) for p in paths]))
+        bar.update(len(paths))
+    bar.close()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(per_class, partial)
+        partial.replace(target)  # atomic: a reader never sees half a file
+    except OSError:  # a read-only cache only costs the decoding next time
+        pass
+    return per_class
+
+
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [N, C, H, W] -> uint8 [N, C, size, size] (bilinear, antialiased)."""
     if images.shape[-1] == size and images.shape[-2] == size:
@@ -156,21 +195,21 @@ def vinyals_split(folder: str, alphabet: str, character: str) -> str:
 
 def omniglot_raw(root: Path, split: str, size: int, rotations: bool) -> ImageSplit:
     """Omniglot's raw PNG folders (black ink on white; inverted here)."""
-    per_class, names = [], []
     characters = [(folder, alphabet, character)
                   for folder in ("images_background", "images_evaluation")
                   for alphabet in subfolders(root / folder)
                   for character in subfolders(root / folder / alphabet)
                   if vinyals_split(folder, alphabet, character) == split]
-    for folder, alphabet, character in tqdm(characters, desc=f"omniglot {split}", leave=False):
+    classes = OrderedDict()
+    for folder, alphabet, character in characters:
         files = sorted((root / folder / alphabet / character).glob("*.png"))
         if not files:
             raise layout_error("omniglot", root, f"{root / folder / alphabet / character} has no .png image")
-        per_class.append(torch.stack([read_image(f, size, "L", invert=True) for f in files]))
-        names.append(f"{alphabet}/{character}")
-    if not per_class:
+        classes[f"{alphabet}/{character}"] = files
+    if not classes:
         raise layout_error("omniglot", root, f"no character of the Vinyals {split} split was found")
-    return ImageSplit.from_classes(per_class, names, rotations=4 if rotations else 1)
+    per_class = decode_classes("omniglot", split, size, classes, "L", invert=True)
+    return ImageSplit.from_classes(per_class, list(classes), rotations=4 if rotations else 1)
 
 
 def omniglot_torchmeta(folder: Path, split: str, size: int, rotations: bool) -> ImageSplit:
@@ -205,13 +244,7 @@ def miniimagenet_csv(root: Path, split: str, size: int) -> ImageSplit:
     if missing:
         raise layout_error("miniimagenet", root, f"{len(missing)} images listed in {path.name} are missing, "
                                                   f"e.g. {missing[0]}")
-    bar = tqdm(total=sum(len(p) for p in files.values()), desc=f"miniimagenet {split}", leave=False)
-    per_class = []
-    for paths in files.values():
-        per_class.append(torch.stack([read_image(p, size, "RGB") for p in paths]))
-        bar.update(len(paths))
-    bar.close()
-    return ImageSplit.from_classes(per_class, list(files))
+    return ImageSplit.from_classes(decode_classes("miniimagenet", split, size, files, "RGB"), list(files))
 
 
 def miniimagenet_torchmeta(folder: Path, split: str, size: int) -> ImageSplit:

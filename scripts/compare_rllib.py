@@ -2,6 +2,7 @@
 model, same frame budget, in one run. Prints frames/s and return vs frames for both; writes JSON and a PNG.
 
     python scripts/compare_rllib.py --env cartpole --frames 200000
+    python scripts/compare_rllib.py --env bigfish --frames 100000      # procgen, easy mode
 
 RLlib gets its best settings for this machine that we know of: several envs per env runner, fractional
 CPUs so that nothing waits for resources (env runner 0.5 CPU, one learner with 1 CPU).
@@ -49,12 +50,16 @@ def rllib(env_name: str, frames: int, envs: int, unroll: int) -> dict:
     from metarl.rllib import MetarlRLModule
 
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
-    if env_name != "cartpole":
-        raise SystemExit("the RLlib side runs CartPole only so far: procgen still needs a gymnasium wrapper "
-                         "for RLlib's env runners")
-    env_id = "CartPole-v1"
+    if env_name == "cartpole":
+        env_id, env_config = "CartPole-v1", {}
+    else:  # one procgen slot per gymnasium env; RLlib's env runner vectorises them
+        from ray.tune.registry import register_env
+        from metarl.envs import ProcgenGymnasiumEnv
+
+        register_env("metarl_procgen", ProcgenGymnasiumEnv)
+        env_id, env_config = "metarl_procgen", {"game": env_name, "distribution_mode": "easy"}
     config = (IMPALAConfig()
-              .environment(env_id)
+              .environment(env_id, env_config=env_config)
               .env_runners(num_env_runners=1, num_envs_per_env_runner=envs, num_cpus_per_env_runner=0.5,
                            rollout_fragment_length=unroll)
               # a remote learner with 1 CPU: with the learner in the driver (num_learners=0) RLlib's

@@ -153,11 +153,21 @@ class SequenceCore(nn.Module):
             raise ValueError(f"{self.name} core expects x of shape [B, T, {self.d_model}], got {tuple(x.shape)}")
         if state is None:
             state = (None,) * len(self.blocks)
-        new_state = []
-        h = x
-        for block, layer_state in zip(self.blocks, state):
-            h, layer_state = block(h, layer_state, reset)
-            new_state.append(layer_state)
+        # Randomized positions (Ruoss et al. 2023) are drawn once per sequence and shared by all layers:
+        # the mixers that draw them get one seed, taken from the global RNG, for the length of this call.
+        randomized = [b.mixer for b in self.blocks if getattr(b.mixer, "randomized", False)]
+        seed = int(torch.randint(2**62, ())) if randomized else None
+        for mixer in randomized:
+            mixer.position_seed = seed
+        try:
+            new_state = []
+            h = x
+            for block, layer_state in zip(self.blocks, state):
+                h, layer_state = block(h, layer_state, reset)
+                new_state.append(layer_state)
+        finally:
+            for mixer in randomized:
+                mixer.position_seed = None
         return self.final_norm(h), tuple(new_state)
 
     def aux_loss(self) -> torch.Tensor:

@@ -20,7 +20,8 @@ whole-sequence use: the split-equals-whole contract holds only for ``causal=True
 
 ``randomized=True`` is the randomized positional encoding of Ruoss et al. (2023): the position indices of
 an episode are a sorted uniform random subset of ``[0, max_len)`` instead of ``0, 1, ..., T-1``. They are
-sampled at every call, in training and in evaluation alike.
+sampled at every call, in training and in evaluation alike, once per sequence: within one call of the core,
+every layer uses the same indices (``SequenceCore`` hands all mixers one ``position_seed`` per call).
 
 State (a tuple of batch-first tensors, ``S`` cached steps, ``H`` heads, ``dh`` head width)::
 
@@ -157,6 +158,8 @@ class TransformerMixer(Mixer):
         self.max_len = max_len
         self.context = context
         self.causal = bool(causal)
+        # set by SequenceCore for the length of one call, so that every layer draws the same random positions
+        self.position_seed: Optional[int] = None
 
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
@@ -191,7 +194,7 @@ class TransformerMixer(Mixer):
         Each episode segment starts at ``next_position`` (continuing segment) or 0 (after a reset);
         deterministic: consecutive indices; randomized: a sorted uniform random subset of
         ``[start, max_len)`` (the same law as ``torch.randperm(max_len - start)[:n].sort() + start``),
-        sampled for all segments at once.
+        sampled for all segments at once, from ``position_seed`` when it is set (else the global RNG).
         """
         batch = next_position.shape[0]
         device = next_position.device
@@ -220,7 +223,10 @@ class TransformerMixer(Mixer):
                 f"episodes in one call (randomized positions are sampled from the range left after the state)"
             )
         candidates = torch.arange(self.max_len, device=device)
-        keys = torch.rand(seg_low.shape[0], self.max_len, device=device)
+        generator = None
+        if self.position_seed is not None:
+            generator = torch.Generator(device=device).manual_seed(self.position_seed)
+        keys = torch.rand(seg_low.shape[0], self.max_len, device=device, generator=generator)
         keys = keys.masked_fill(candidates[None, :] < seg_low[:, None], float("inf"))
         longest = int(seg_len.max())
         # the first n of a uniformly random order of the free indices are a uniform random n-subset

@@ -172,6 +172,32 @@ def test_randomized_forward_changes_between_calls(positional):
     assert (state[0][2][:, -2:] >= next_position[:, None]).all() and (state[0][2] < 1024).all()
 
 
+def test_randomized_positions_are_shared_by_all_layers():
+    # Ruoss et al. draw one set of positions per sequence; every layer of the stack must see it
+    core = build("rope", randomized=True, max_len=1024)
+    core.blocks.append(build("rope", randomized=True, max_len=1024).blocks[0])  # a third layer
+    drawn = []
+    for block in core.blocks:
+        original = block.mixer.positions
+
+        def recording(*args, original=original):
+            drawn.append(original(*args))
+            return drawn[-1]
+
+        block.mixer.positions = recording
+    reset = torch.zeros(3, 9, dtype=torch.bool)
+    reset[1, 4] = True
+    for _ in range(2):
+        drawn.clear()
+        core(inputs(3, 9), reset=reset)
+        assert len(drawn) == 3 and all(torch.equal(drawn[0], p) for p in drawn[1:])
+    first = drawn[0]
+    drawn.clear()
+    core(inputs(3, 9), reset=reset)
+    assert not torch.equal(first, drawn[0])  # a new draw at every call
+    assert all(b.mixer.position_seed is None for b in core.blocks)  # the seed lives for one call only
+
+
 def test_relative_table_and_alibi_slopes():
     mixer = TransformerMixer(12, 3, positional="relative", max_len=MAX_LEN)
     assert mixer.rel_bias.shape == (3, 2 * MAX_LEN)  # distances [-max_len, max_len)

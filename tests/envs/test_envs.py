@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from metarl.envs import (ENV_KINDS, EXPLORATION_MODE_GAMES, MEMORY_MODE_GAMES, PROCGEN_GAMES, BatchedEnv,
-                         GymnasiumEnv, MemoryEnv, ProcgenEnv, make_env)
+                         GymnasiumEnv, MemoryEnv, ProcgenEnv, ProcgenGymnasiumEnv, make_env)
 
 
 def run_and_check(env: BatchedEnv, steps: int, seed: int = 0, until_each_task=None):
@@ -56,6 +56,27 @@ def test_procgen_single_game_steps_and_auto_resets():
     # one level only: the obs returned with done is that level's first frame again (auto-reset, same step)
     for _, slot, obs in dones:
         np.testing.assert_array_equal(obs, obs0[slot])
+
+
+def test_procgen_as_a_gymnasium_env():
+    # the single-env form RLlib's env runners vectorise: gymnasium's own checker, then whole episodes
+    from gymnasium.utils.env_checker import check_env
+
+    env = ProcgenGymnasiumEnv({"game": "bigfish", "num_levels": 1, "seed": 0})
+    check_env(env, skip_render_check=True)
+    assert env.observation_space.shape == (64, 64, 3) and env.action_space.n == 15
+    first, _ = env.reset(seed=3)
+    rng, episodes, steps, total = np.random.default_rng(0), 0, 0, 0.0
+    while episodes < 2 and steps < 2000:
+        obs, reward, terminated, truncated, _ = env.step(int(rng.integers(15)))
+        assert env.observation_space.contains(obs) and not truncated
+        steps, total = steps + 1, total + reward
+        if terminated:
+            episodes += 1
+            again, _ = env.reset()  # the next level was already started: its first frame, no rebuild
+            np.testing.assert_array_equal(again, first)  # one level only
+    assert episodes == 2
+    env.close()
 
 
 def test_procgen_two_games_split_and_report_per_task():

@@ -1,11 +1,20 @@
 """Readers of the on-disk layouts, on small fixture folders (conftest.py), and their errors."""
+import os
+
 import pytest
 import torch
+from PIL import Image
 
 from metarl.fewshot import DatasetLayoutError, load_split
 from metarl.fewshot.readers import FC100_SUPERCLASSES, vinyals_split
 
 from .conftest import OMNIGLOT_CHARACTERS
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Decoded images go to this test's folder, not to the user's cache."""
+    monkeypatch.setenv("METARL_CACHE", str(tmp_path / "cache"))
 
 
 def expected_omniglot(split):
@@ -49,6 +58,22 @@ def test_miniimagenet_csv(miniimagenet_csv):
     assert data.images.shape == (12, 3, 84, 84)  # resized from 100x90
     assert data.images[4:8, 0].float().mean().round() == 40  # class n02 is red = 40
     assert load_split("miniimagenet", "test", miniimagenet_csv).names == ["n05"]
+
+
+def test_decoded_images_are_cached_until_a_file_changes(miniimagenet_csv, tmp_path):
+    first = load_split("miniimagenet", "train", miniimagenet_csv)
+    cached = list((tmp_path / "cache" / "fewshot").glob("miniimagenet_train_84px_*.pt"))
+    assert len(cached) == 1
+    again = load_split("miniimagenet", "train", miniimagenet_csv)
+    assert torch.equal(again.images, first.images) and again.names == first.names
+    assert list((tmp_path / "cache" / "fewshot").glob("*.pt")) == cached  # read back, not written anew
+    # a changed image is decoded again
+    image = miniimagenet_csv / "images" / "n0200000001.jpg"
+    Image.new("RGB", (100, 90), (250, 0, 0)).save(image)
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    changed = load_split("miniimagenet", "train", miniimagenet_csv)
+    assert changed.images[5, 0].float().mean().round() == 250
+    assert len(list((tmp_path / "cache" / "fewshot").glob("*.pt"))) == 2
 
 
 def test_miniimagenet_torchmeta_hdf5(miniimagenet_hdf5):
