@@ -10,6 +10,9 @@ RLlib's IMPALA/APPO can train SRWM, DeltaNet or any fixed-size-state core.
         model_config={"core": "srwm", "d_model": 64, "num_layers": 1, "num_heads": 4, "d_ff": 128,
                       "core_options": {"d_head": 16}, "max_seq_len": 20}))
 
+``impala_config(...)`` builds that config with settings that run on a small machine without waiting for
+resources (one env runner with several envs and half a CPU, one remote learner with one CPU).
+
 RLlib cuts episodes into sequences of ``max_seq_len`` steps, each with its own ``STATE_IN``, so there are
 no resets inside a call; the previous action and reward inputs of :class:`metarl.agents.Agent` are fed
 as zeros (RLlib passes observations only). Cores whose state grows (``transformer``) are not supported:
@@ -84,3 +87,24 @@ class MetarlRLModule(TorchRLModule, ValueFunctionAPI):
         """Values [B, T] from the core features (reused from _forward_train when given)."""
         h = embeddings if embeddings is not None else self._features(batch)[0]
         return self.agent.baseline(h).squeeze(-1)
+
+
+def impala_config(env, model_config: dict, env_config: Optional[dict] = None, envs_per_runner: int = 16,
+                  unroll: int = 20, lr: float = 6e-4, runner_cpus: float = 0.5, learner_cpus: float = 1.0):
+    """An ``IMPALAConfig`` (new API stack) that trains ``MetarlRLModule(model_config)`` on ``env`` (a gymnasium
+    id or a name given to ``ray.tune.register_env``): one env runner with ``envs_per_runner`` envs and
+    ``runner_cpus`` CPUs, fragments of ``unroll`` steps, batches of one fragment per env, one remote learner
+    with ``learner_cpus`` CPUs. With the learner in the driver (``num_learners=0``) RLlib's IMPALA received
+    no samples at all on a 2-CPU machine, hence the remote learner. Sized so that 2 CPUs are enough."""
+    from ray.rllib.algorithms.impala import IMPALAConfig
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    return (IMPALAConfig()
+            .environment(env, env_config=env_config or {})
+            .env_runners(num_env_runners=1, num_envs_per_env_runner=envs_per_runner,
+                         num_cpus_per_env_runner=runner_cpus, rollout_fragment_length=unroll)
+            .learners(num_learners=1, num_cpus_per_learner=learner_cpus)
+            .training(lr=lr, train_batch_size_per_learner=envs_per_runner * unroll, entropy_coeff=0.01,
+                      vf_loss_coeff=0.5, grad_clip=40.0)
+            .rl_module(rl_module_spec=RLModuleSpec(module_class=MetarlRLModule,
+                                                   model_config={**model_config, "max_seq_len": unroll})))

@@ -4,8 +4,9 @@ model, same frame budget, in one run. Prints frames/s and return vs frames for b
     python scripts/compare_rllib.py --env cartpole --frames 200000
     python scripts/compare_rllib.py --env bigfish --frames 100000      # procgen, easy mode
 
-RLlib gets its best settings for this machine that we know of: several envs per env runner, fractional
-CPUs so that nothing waits for resources (env runner 0.5 CPU, one learner with 1 CPU).
+RLlib gets its best settings for this machine that we know of (``metarl.rllib.impala_config``): several envs
+per env runner, fractional CPUs so that nothing waits for resources (env runner 0.5 CPU, one remote learner
+with 1 CPU).
 """
 from __future__ import annotations
 
@@ -45,9 +46,7 @@ def ours(env_name: str, frames: int, envs: int, unroll: int) -> dict:
 
 def rllib(env_name: str, frames: int, envs: int, unroll: int) -> dict:
     import ray
-    from ray.rllib.algorithms.impala import IMPALAConfig
-    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-    from metarl.rllib import MetarlRLModule
+    from metarl.rllib import impala_config
 
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     if env_name == "cartpole":
@@ -58,17 +57,8 @@ def rllib(env_name: str, frames: int, envs: int, unroll: int) -> dict:
 
         register_env("metarl_procgen", ProcgenGymnasiumEnv)
         env_id, env_config = "metarl_procgen", {"game": env_name, "distribution_mode": "easy"}
-    config = (IMPALAConfig()
-              .environment(env_id, env_config=env_config)
-              .env_runners(num_env_runners=1, num_envs_per_env_runner=envs, num_cpus_per_env_runner=0.5,
-                           rollout_fragment_length=unroll)
-              # a remote learner with 1 CPU: with the learner in the driver (num_learners=0) RLlib's
-              # IMPALA received no samples at all on this machine
-              .learners(num_learners=1, num_cpus_per_learner=1)
-              .training(lr=1e-3 if env_name == "cartpole" else 6e-4, train_batch_size_per_learner=envs * unroll,
-                        entropy_coeff=0.01, vf_loss_coeff=0.5, grad_clip=40.0)
-              .rl_module(rl_module_spec=RLModuleSpec(module_class=MetarlRLModule,
-                                                     model_config={**MODEL, "max_seq_len": unroll})))
+    config = impala_config(env_id, MODEL, env_config, envs_per_runner=envs, unroll=unroll,
+                           lr=1e-3 if env_name == "cartpole" else 6e-4)
     algo = config.build_algo()
     curve, sampled, start = [], 0, time.time()
     while sampled < frames:

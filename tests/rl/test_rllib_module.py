@@ -37,3 +37,29 @@ def test_state_in_out_carries_the_sequence(core):
 def test_growing_state_core_is_refused():
     with pytest.raises(ValueError, match="fixed-size state"):
         module("transformer")
+
+
+def test_rllib_impala_trains_the_module():
+    # RLlib's own IMPALA (real Ray, 2 CPUs) samples with our module and updates it
+    import math
+    import time
+
+    import ray
+
+    from metarl.rllib import impala_config
+
+    model = {"core": "srwm", "d_model": 32, "num_layers": 1, "num_heads": 2, "d_ff": 64, "core_options": {"d_head": 16}}
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    try:
+        config = impala_config("CartPole-v1", model, envs_per_runner=4, unroll=10, lr=1e-3)
+        algo = config.reporting(min_time_s_per_iteration=2).build_algo()
+        try:
+            deadline, learner = time.time() + 120, {}
+            while learner.get("num_module_steps_trained_lifetime", 0) < 200 and time.time() < deadline:
+                learner = algo.train().get("learners", {}).get("default_policy", {})
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()
+    assert learner.get("num_module_steps_trained_lifetime", 0) >= 200, f"RLlib trained nothing: {learner}"
+    assert math.isfinite(learner["total_loss"]) and learner["gradients_default_optimizer_global_norm"] > 0
