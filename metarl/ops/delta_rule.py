@@ -22,7 +22,8 @@ the rows ``U`` of the ``u_t`` satisfy ``(I + A) U = diag(β) (V - K S)`` where
     S <- S + Kᵀ U
 
 which leaves a single sequential loop over chunks. Zero-padding k, v and β is exact (padded steps
-leave the state unchanged).
+leave the state unchanged). The chunk mode's backward pass is written by hand (``_DeltaRuleChunk``) and is
+first order only: for gradients of gradients use ``mode="recurrent"``.
 """
 from __future__ import annotations
 

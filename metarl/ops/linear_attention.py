@@ -15,6 +15,9 @@ No feature map, scaling or normalisation is applied here; the cores do that.
 chunks of ``C`` steps; inside a chunk the output is ``(Q Kᵀ ⊙ M) V + Q S_prev`` with ``M`` the causal
 mask (diagonal included), and the chunk-start states ``S_prev`` are a prefix sum of ``Kᵀ V`` over chunks.
 
+The chunk mode's backward pass is written by hand and is first order only: for gradients of
+gradients use ``mode="recurrent"``.
+
 The small helpers below (input checks, padding and chunking) are shared with :mod:`.delta_rule`.
 """
 from __future__ import annotations
