@@ -1,0 +1,390 @@
+"""Feed-forward sublayers: dense, σ-MoE and product-key memory.
+
+Each maps ``x [..., D] -> y [..., D]`` (no residual, no norm: the Block adds those) and sets
+``self.aux_loss`` (a scalar tensor or None) at every forward call.
+
+- ``"dense"``: ``DenseFF``, the two-layer ReLU MLP.
+- ``"moe"``: ``SigmaMoE``, the σ-MoE of Csordás, Irie & Schmidhuber (2023, "Approximating Two-Layer
+  Feedforward Networks for Efficient Transformers"): sigmoid expert scores, top-K experts per token,
+  expert dropout, entropy regulariser on the batch-averaged selection distribution.
+- ``"pkm"``: ``ProductKeyMemory`` of Lample et al. (2019, "Large Memory Layers with Product Keys").
+
+``ff_parameter_count`` gives the parameter count of any kind without building it, and
+``match_moe_to_dense`` picks the σ-MoE size that matches a dense feed-forward (parameter-equal
+comparison, as in the σ-MoE paper).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DenseFF(nn.Module):
+    """Linear(D, d_ff) -> ReLU -> dropout -> Linear(d_ff, D).  x: [..., D] -> [..., D]."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
+        super().__init__()
+        self.up = nn.Linear(d_model, d_ff)
+        self.down = nn.Linear(d_ff, d_model)
+        self.drop = nn.Dropout(dropout)
+        self.aux_loss: Optional[torch.Tensor] = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.drop(torch.relu(self.up(x))))
+
+
+# ----------------------------------------------------------------------------------------------------
+# σ-MoE
+# ----------------------------------------------------------------------------------------------------
+
+def moe_sizes(d_ff: int, num_experts: Optional[int] = None, expert_size: Optional[int] = None) -> tuple[int, int]:
+    """Resolve ``(num_experts, expert_size)`` of a σ-MoE standing in for a dense layer of width d_ff.
+
+    Given neither, the expert size is the largest divisor of d_ff that is at most
+    ``min(128, d_ff // 16)`` (the paper's 16 experts of 128 units at d_ff = 2048), so that
+    ``num_experts * expert_size == d_ff`` and small models still get >= 16 experts.
+    Given one, the other is ``d_ff // given``.
+    """
+    if num_experts is None and expert_size is None:
+        cap = max(1, min(128, d_ff // 16))
+        expert_size = max(g for g in range(1, cap + 1) if d_ff % g == 0)
+    if num_experts is None:
+        num_experts = d_ff // expert_size
+    if expert_size is None:
+        expert_size = d_ff // num_experts
+    if num_experts < 1 or expert_size < 1:
+        raise ValueError(
+            f"σ-MoE needs num_experts >= 1 and expert_size >= 1, got num_experts={num_experts}, "
+            f"expert_size={expert_size} (d_ff={d_ff}); pass both explicitly"
+        )
+    return num_experts, expert_size
+
+
+def selection_entropy_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Negative entropy of the batch-averaged selection distribution (σ-MoE regulariser).
+
+    logits: [N, E] selection logits of all N tokens of the batch. With p_n = softmax(logits_n) and
+    p̄ = mean_n p_n, returns  Σ_e p̄_e log p̄_e  (= -H(p̄), minimised by a uniform expert usage).
+    Computed in log space: log p̄ = logsumexp_n(log_softmax(logits)) - log N.
+    """
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0  # no tokens: no regularisation
+    log_p = F.log_softmax(logits, dim=-1)
+    log_mean = torch.logsumexp(log_p, dim=0) - math.log(log_p.shape[0])
+    return (log_mean.exp() * log_mean).sum()
+
+
+class SigmaMoE(nn.Module):
+    """σ-MoE feed-forward (Csordás et al., 2023).  x: [..., D] -> y: [..., D].
+
+    s = sigmoid(x W_sel)                                   selection scores, W_sel: [E, D] (no softmax)
+    y = Σ_{e ∈ topK(s)} s_e · ReLU(x W1_e) W2_e            W1: [E, D, G], W2: [E, G, D]
+
+    Experts are two-layer MLPs of width G = expert_size without biases (the paper's choice;
+    ``bias=True`` adds a per-expert hidden bias and an output bias). In training, expert dropout removes
+    each (token, expert) pair from the selection with probability ``expert_dropout`` before the top-K.
+    ``self.aux_loss = entropy_reg · Σ_e p̄_e log p̄_e`` with p̄ the softmax of the selection logits
+    averaged over all tokens of the call (maximises the entropy of the expert usage); it is computed on
+    the logits before expert dropout.
+
+    Initialisation (paper, §5): experts as the dense layer they replace, W1 ~ N(0, 1/D) and
+    W2 ~ N(0, 1/(E·G)) (the total width, not the expert width); W_sel ~ N(0, 1/D), then its rows
+    (one per expert) renormalised to equal norm and rescaled to keep the std. ``weight_std_scale``
+    multiplies all three stds (the paper uses sqrt(2 / num_layers)).
+
+    impl: ``"loop"`` sorts the (token, slot) pairs by expert and runs one matmul pair per expert;
+    ``"dense"`` computes all experts and masks the unselected ones (same values; it materialises
+    [N, E·G] like a dense layer and does E/K times the work, so it only pays off for K > E/2);
+    ``"auto"`` uses dense when 2·top_k > num_experts, else loop (measured on CPU at E = 16).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        num_experts: Optional[int] = None,
+        expert_size: Optional[int] = None,
+        top_k: int = 4,
+        expert_dropout: float = 0.0,
+        entropy_reg: float = 0.001,
+        bias: bool = False,
+        weight_std_scale: float = 1.0,
+        impl: str = "auto",
+    ):
+        super().__init__()
+        num_experts, expert_size = moe_sizes(d_ff, num_experts, expert_size)
+        if top_k < 1:
+            raise ValueError(f"σ-MoE top_k must be >= 1, got {top_k}")
+        if not 0.0 <= expert_dropout < 1.0:
+            raise ValueError(f"σ-MoE expert_dropout must be in [0, 1), got {expert_dropout}")
+        if impl not in ("auto", "loop", "dense"):
+            raise ValueError(f"σ-MoE impl must be 'auto', 'loop' or 'dense', got {impl!r}")
+        self.d_model = d_model
+        self.num_experts = num_experts
+        self.expert_size = expert_size
+        self.top_k = min(top_k, num_experts)  # K >= E means every expert is active
+        self.expert_dropout = expert_dropout
+        self.entropy_reg = entropy_reg
+        self.impl = impl
+
+        self.w_sel = nn.Parameter(torch.empty(num_experts, d_model))
+        self.w1 = nn.Parameter(torch.empty(num_experts, d_model, expert_size))
+        self.w2 = nn.Parameter(torch.empty(num_experts, expert_size, d_model))
+        if bias:
+            self.b1 = nn.Parameter(torch.zeros(num_experts, expert_size))
+            self.b2 = nn.Parameter(torch.zeros(d_model))
+        else:
+            self.register_parameter("b1", None)
+            self.register_parameter("b2", None)
+        self.drop = nn.Dropout(dropout)
+        self.aux_loss: Optional[torch.Tensor] = None
+        self.reset_parameters(weight_std_scale)
+
+    @torch.no_grad()
+    def reset_parameters(self, weight_std_scale: float = 1.0) -> None:
+        """The paper's initialisation (see the class docstring)."""
+        d, size = self.d_model, self.num_experts * self.expert_size
+        nn.init.normal_(self.w1, std=weight_std_scale * d ** -0.5)
+        nn.init.normal_(self.w2, std=weight_std_scale * size ** -0.5)
+        nn.init.normal_(self.w_sel, std=weight_std_scale * d ** -0.5)
+        if self.w_sel.numel() > 1:  # equal row norms, same overall std
+            std = self.w_sel.std()
+            self.w_sel.div_(self.w_sel.norm(dim=1, keepdim=True))
+            self.w_sel.mul_(std / self.w_sel.std())
+        if self.b1 is not None:
+            self.b1.zero_()
+            self.b2.zero_()
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: [N, D] -> (logits [N, E], gates [N, K], experts [N, K] long).
+
+        gates are the sigmoid scores of the chosen experts; experts removed by expert dropout get
+        gate 0 if fewer than K survive.
+        """
+        logits = x @ self.w_sel.t()
+        scores = torch.sigmoid(logits)
+        if self.training and self.expert_dropout > 0:
+            dropped = torch.rand_like(scores) < self.expert_dropout
+            scores = scores.masked_fill(dropped, float("-inf"))
+        gates, experts = scores.topk(self.top_k, dim=-1, sorted=False)
+        gates = gates.clamp_min(0.0)  # -inf (dropped) -> 0
+        return logits, gates, experts
+
+    def _experts_loop(self, x: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """Sort the N·K (token, slot) pairs by expert; one [n_e, D] x [D, G] x [G, D] per expert."""
+        n, k = experts.shape
+        flat = experts.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
+        x_sorted = x.index_select(0, order // k)
+        # unbind once: indexing self.w1[e] in the loop would make each backward step write a full-size
+        # zero gradient (O(E²) memory traffic)
+        w1, w2 = self.w1.unbind(0), self.w2.unbind(0)
+        b1 = self.b1.unbind(0) if self.b1 is not None else None
+        outputs = []
+        for e, x_e in enumerate(x_sorted.split(counts)):
+            if counts[e]:
+                h = x_e @ w1[e] if b1 is None else torch.addmm(b1[e], x_e, w1[e])
+                outputs.append(self.drop(torch.relu(h)) @ w2[e])
+        y_sorted = torch.cat(outputs, dim=0)
+        y_slots = torch.zeros_like(y_sorted).index_copy(0, order, y_sorted)  # back to (token, slot) order
+        return (y_slots.view(n, k, -1) * gates.unsqueeze(-1)).sum(dim=1)
+
+    def _experts_dense(self, x: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """All experts as one dense layer, hidden units scaled by their expert's gate (0 if unselected)."""
+        e_count, g = self.num_experts, self.expert_size
+        gate_full = torch.zeros(x.shape[0], e_count, dtype=gates.dtype, device=gates.device)
+        gate_full = gate_full.scatter(1, experts, gates)
+        h = x @ self.w1.permute(1, 0, 2).reshape(self.d_model, e_count * g)
+        if self.b1 is not None:
+            h = h + self.b1.reshape(-1)
+        h = self.drop(torch.relu(h)) * gate_full.repeat_interleave(g, dim=1)
+        return h @ self.w2.reshape(e_count * g, self.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        logits, gates, experts = self.route(x)
+        self.aux_loss = self.entropy_reg * selection_entropy_loss(logits)
+        dense = self.impl == "dense" or (self.impl == "auto" and 2 * self.top_k > self.num_experts)
+        if x.shape[0] == 0:
+            y = x.new_zeros(0, self.d_model)
+        elif dense:
+            y = self._experts_dense(x, gates, experts)
+        else:
+            y = self._experts_loop(x, gates, experts)
+        if self.b2 is not None:
+            y = y + self.b2
+        return y.reshape(shape)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, num_experts={self.num_experts}, expert_size={self.expert_size}, "
+                f"top_k={self.top_k}, expert_dropout={self.expert_dropout}, entropy_reg={self.entropy_reg}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Product-key memory
+# ----------------------------------------------------------------------------------------------------
+
+def pkm_sizes(d_model: int, d_ff: int, num_keys: Optional[int] = None, d_key: Optional[int] = None) -> tuple[int, int]:
+    """Resolve ``(num_keys, d_key)``: num_keys = round(sqrt(d_ff)) (num_keys² slots ≈ d_ff hidden units),
+    d_key = d_model rounded up to even (it is split into two halves)."""
+    num_keys = num_keys if num_keys is not None else max(1, round(math.sqrt(d_ff)))
+    d_key = d_key if d_key is not None else d_model + d_model % 2
+    if num_keys < 1 or d_key < 2 or d_key % 2:
+        raise ValueError(f"product-key memory needs num_keys >= 1 and an even d_key >= 2, got {num_keys}, {d_key}")
+    return num_keys, d_key
+
+
+class ProductKeyMemory(nn.Module):
+    """Product-key memory (Lample et al., 2019) as a feed-forward.  x: [..., D] -> y: [..., D].
+
+    q = x W_q + b_q  split into heads [H, d_key] and halves (q¹, q²) of d_key/2 each;
+    sub-keys K¹_h, K²_h: [n, d_key/2]; slot (i, j) ↔ index i·n + j scores q¹·K¹_i + q²·K²_j.
+    Per head: top-k of each half, then top-k of the k×k sums (exact: equals the top-k over all n²
+    slots), w = softmax(top-k scores), y = Σ_heads Σ_slots w · V[slot], V: [n², D] shared by the heads.
+    ``query_norm=True`` adds Lample's BatchNorm on the queries. ``dropout`` drops selected slots (the
+    memory's "hidden units"). aux_loss is None.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        num_keys: Optional[int] = None,
+        top_k: int = 8,
+        heads: int = 1,
+        d_key: Optional[int] = None,
+        query_norm: bool = False,
+    ):
+        super().__init__()
+        num_keys, d_key = pkm_sizes(d_model, d_ff, num_keys, d_key)
+        if heads < 1 or not 1 <= top_k <= num_keys * num_keys:
+            raise ValueError(
+                f"product-key memory needs heads >= 1 and 1 <= top_k <= num_keys² = {num_keys * num_keys}, "
+                f"got heads={heads}, top_k={top_k}"
+            )
+        self.d_model, self.num_keys, self.top_k, self.heads, self.d_key = d_model, num_keys, top_k, heads, d_key
+        self.query = nn.Linear(d_model, heads * d_key)
+        self.query_norm = nn.BatchNorm1d(heads * d_key) if query_norm else None
+        self.keys = nn.Parameter(torch.empty(heads, 2, num_keys, d_key // 2))
+        self.values = nn.EmbeddingBag(num_keys * num_keys, d_model, mode="sum")
+        self.dropout = dropout
+        self.aux_loss: Optional[torch.Tensor] = None
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Lample et al.: sub-keys ~ U(±1/sqrt(d_key/2)), values ~ N(0, 1/D)."""
+        bound = (self.d_key // 2) ** -0.5
+        nn.init.uniform_(self.keys, -bound, bound)
+        nn.init.normal_(self.values.weight, std=self.d_model ** -0.5)
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, D] -> q: [N, H, d_key]."""
+        q = self.query(x)
+        if self.query_norm is not None:
+            q = self.query_norm(q)
+        return q.view(x.shape[0], self.heads, self.d_key)
+
+    def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [N, D] -> (scores [N, H, k], slots [N, H, k] long): the exact top-k slots of each head."""
+        q = self.queries(x)
+        half = self.d_key // 2
+        n, k = self.num_keys, self.top_k
+        s1 = torch.einsum("bhd,hkd->bhk", q[..., :half], self.keys[:, 0])  # [N, H, n]
+        s2 = torch.einsum("bhd,hkd->bhk", q[..., half:], self.keys[:, 1])
+        k_half = min(k, n)
+        v1, i1 = s1.topk(k_half, dim=-1)  # [N, H, k']
+        v2, i2 = s2.topk(k_half, dim=-1)
+        pair_scores = (v1.unsqueeze(-1) + v2.unsqueeze(-2)).flatten(-2)  # [N, H, k'·k']
+        pair_slots = (i1.unsqueeze(-1) * n + i2.unsqueeze(-2)).flatten(-2)
+        scores, best = pair_scores.topk(k, dim=-1)
+        return scores, pair_slots.gather(-1, best)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        scores, slots = self.lookup(x)
+        weights = F.dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
+        y = self.values(slots.flatten(1), per_sample_weights=weights.flatten(1).to(self.values.weight.dtype))
+        return y.reshape(shape)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, num_keys={self.num_keys} ({self.num_keys ** 2} slots), "
+                f"top_k={self.top_k}, heads={self.heads}, d_key={self.d_key}")
+
+
+FEEDFORWARDS = {"dense": DenseFF, "moe": SigmaMoE, "pkm": ProductKeyMemory}
+
+
+def make_feedforward(kind: str, d_model: int, d_ff: int, dropout: float = 0.0, **options) -> Optional[nn.Module]:
+    """Build a feed-forward sublayer by name; ``"none"`` gives no feed-forward sublayer."""
+    if kind == "none":
+        return None
+    if kind not in FEEDFORWARDS:
+        raise ValueError(f"unknown feed-forward {kind!r}; known: {sorted(FEEDFORWARDS) + ['none']}")
+    return FEEDFORWARDS[kind](d_model, d_ff, dropout, **options)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parameter counting and matching
+# ----------------------------------------------------------------------------------------------------
+
+def ff_parameter_count(kind: str, d_model: int, d_ff: int, **options) -> int:
+    """Number of parameters of ``make_feedforward(kind, d_model, d_ff, **options)``, computed analytically.
+
+    dense: 2·D·F + F + D;  moe: E·D (selection) + 2·E·D·G (+ E·G + D with bias);
+    pkm: D·H·d_key + H·d_key (query, + 2·H·d_key with query_norm) + H·n·d_key (sub-keys) + n²·D (values).
+    """
+    options.pop("dropout", None)
+    if kind == "none":
+        return 0
+    if kind == "dense":
+        if options:
+            raise ValueError(f"dense feed-forward takes no options, got {sorted(options)}")
+        return 2 * d_model * d_ff + d_ff + d_model
+    if kind == "moe":
+        e, g = moe_sizes(d_ff, options.get("num_experts"), options.get("expert_size"))
+        count = e * d_model + 2 * e * d_model * g
+        if options.get("bias", False):
+            count += e * g + d_model
+        return count
+    if kind == "pkm":
+        n, d_key = pkm_sizes(d_model, d_ff, options.get("num_keys"), options.get("d_key"))
+        h = options.get("heads", 1)
+        count = d_model * h * d_key + h * d_key + h * n * d_key + n * n * d_model
+        if options.get("query_norm", False):
+            count += 2 * h * d_key
+        return count
+    raise ValueError(f"unknown feed-forward {kind!r}; known: {sorted(FEEDFORWARDS) + ['none']}")
+
+
+def match_moe_to_dense(d_model: int, d_ff_dense: int, expert_size: int, bias: bool = False) -> dict:
+    """σ-MoE options with the largest parameter count that does not exceed a dense FF of width d_ff_dense.
+
+    Returns ``dict(num_experts=E, expert_size=G)``; the MoE is then smaller than the dense layer by
+    less than one expert's parameters (2·D·G + D, + G with bias). Pass ``bias`` as you will to the MoE.
+    """
+    target = ff_parameter_count("dense", d_model, d_ff_dense)
+    fixed = d_model if bias else 0
+    per_expert = ff_parameter_count("moe", d_model, expert_size, num_experts=1, expert_size=expert_size, bias=bias) - fixed
+    num_experts = (target - fixed) // per_expert
+    if num_experts < 1:
+        raise ValueError(
+            f"one expert of size {expert_size} ({per_expert + fixed} parameters) is larger than the dense "
+            f"feed-forward ({target} parameters); use a smaller expert_size"
+        )
+    return dict(num_experts=int(num_experts), expert_size=expert_size)
+
+
+__all__ = [
+    "DenseFF", "SigmaMoE", "ProductKeyMemory", "FEEDFORWARDS", "make_feedforward",
+    "ff_parameter_count", "match_moe_to_dense", "moe_sizes", "pkm_sizes", "selection_entropy_loss",
+]

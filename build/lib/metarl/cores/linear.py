@@ -1,0 +1,100 @@
+"""Linear Transformer (``lt``) and DeltaNet (``delta``) mixers: fast weight programmers with the
+purely additive (Katharopoulos et al. 2020) and the delta-rule (Schlag, Irie & Schmidhuber 2021) update.
+
+Per head, with feature map φ and fast weights S [d_key, d_head] starting at zero:
+    lt:    S_t = S_{t-1} + φ(k_t) v_tᵀ                                  o_t = S_tᵀ φ(q_t)
+    delta: S_t = S_{t-1} + φ(k_t) (β_t (v_t - S_{t-1}ᵀ φ(k_t)))ᵀ       o_t = S_tᵀ φ(q_t)
+with φ = ELU+1 (or DPFP for lt), then sum normalisation, and β_t = sigmoid(w_β x_t).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops import delta_rule, linear_attention
+from . import register
+from .base import Mixer
+
+
+def elu_p1(x: torch.Tensor) -> torch.Tensor:
+    """ELU + 1: a positive feature map, [..., d] -> [..., d]."""
+    return F.elu(x) + 1.0
+
+
+def dpfp(x: torch.Tensor, nu: int = 1) -> torch.Tensor:
+    """Deterministic parameter-free projection (Schlag et al. 2021): [..., d] -> [..., 2·d·nu]."""
+    x = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
+    rolled = torch.cat([x.roll(shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
+    return x.repeat_interleave(nu, dim=-1) * rolled if nu > 1 else x * rolled
+
+
+def sum_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Divide by the sum over the last dimension (feature maps are positive)."""
+    return x / (x.sum(-1, keepdim=True) + eps)
+
+
+FEATURE_MAPS = ("elu", "dpfp")
+
+
+class _FastWeightMixer(Mixer):
+    """Shared parts: input projection to per-head q, k, v (and β), output projection, state S."""
+
+    uses_beta = False
+
+    def __init__(self, d_model, num_heads, dropout=0.0, d_head=None, feature_map="elu", dpfp_nu=1,
+                 sum_normalise=True, mode="chunk", chunk_size=32):
+        super().__init__()
+        if feature_map not in FEATURE_MAPS:
+            raise ValueError(f"unknown feature_map {feature_map!r}; choose one of {FEATURE_MAPS}")
+        self.num_heads = num_heads
+        self.d_head = d_head or d_model // num_heads
+        self.feature_map, self.dpfp_nu = feature_map, dpfp_nu
+        self.sum_normalise = sum_normalise
+        self.mode, self.chunk_size = mode, chunk_size
+        self.d_key = self.d_head * (2 * dpfp_nu if feature_map == "dpfp" else 1)
+        extra = 1 if self.uses_beta else 0
+        self.qkvb = nn.Linear(d_model, num_heads * (3 * self.d_head + extra), bias=False)
+        self.out = nn.Linear(num_heads * self.d_head, d_model, bias=False)
+
+    def phi(self, x):
+        x = elu_p1(x) if self.feature_map == "elu" else dpfp(x, self.dpfp_nu)
+        return sum_norm(x) if self.sum_normalise else x
+
+    def initial_state(self, batch_size, device=None, dtype=None):
+        return torch.zeros(batch_size, self.num_heads, self.d_key, self.d_head, device=device, dtype=dtype)
+
+    def project(self, x):
+        """x [B, T, D] -> q, k [B, T, H, d_key] (feature-mapped), v [B, T, H, d_head], β [B, T, H] or None."""
+        B, T, _ = x.shape
+        h = self.qkvb(x).view(B, T, self.num_heads, -1)
+        d = self.d_head
+        q, k, v = h[..., :d], h[..., d:2 * d], h[..., 2 * d:3 * d]
+        beta = torch.sigmoid(h[..., 3 * d]) if self.uses_beta else None
+        return self.phi(q), self.phi(k), v, beta
+
+    def merge(self, o):
+        B, T = o.shape[:2]
+        return self.out(o.reshape(B, T, self.num_heads * self.d_head))
+
+
+@register("lt")
+class LinearTransformerMixer(_FastWeightMixer):
+    """Linear Transformer: purely additive fast weights (feature map ``elu`` or ``dpfp``)."""
+
+    def forward_segment(self, x, state):
+        q, k, v, _ = self.project(x)
+        o, state = linear_attention(q, k, v, initial_state=state, mode=self.mode, chunk_size=self.chunk_size)
+        return self.merge(o), state
+
+
+@register("delta")
+class DeltaNetMixer(_FastWeightMixer):
+    """DeltaNet: delta-rule fast weights, φ = ELU+1 then sum normalisation, sigmoid β."""
+
+    uses_beta = True
+
+    def forward_segment(self, x, state):
+        q, k, v, beta = self.project(x)
+        o, state = delta_rule(q, k, v, beta, initial_state=state, mode=self.mode, chunk_size=self.chunk_size)
+        return self.merge(o), state

@@ -1,0 +1,56 @@
+"""Recurrent DeltaNet (``recdelta``, Irie, Schlag, Csordás & Schmidhuber, NeurIPS 2021).
+
+The delta-rule fast weight programmer whose slow net also sees its own previous output: per head,
+with y_{t-1} the previous output of the fast net and R_* recurrent slow weights,
+
+    q_t = softmax(W_q x_t + R_q tanh(y_{t-1}))      k_t = softmax(W_k x_t + R_k tanh(y_{t-1}))
+    v_t = W_v x_t + R_v tanh(y_{t-1})              β_t = sigmoid(w_β x_t + r_β tanh(y_{t-1}))
+    S_t = S_{t-1} + k_t (β_t (v_t - S_{t-1}ᵀ k_t))ᵀ       y_t = S_tᵀ q_t
+
+Inherently sequential (y_{t-1} feeds step t): a step loop. State: (S [B, H, d, d], y [B, H, d]).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import register
+from .base import Mixer
+
+
+@register("recdelta")
+class RecurrentDeltaMixer(Mixer):
+    def __init__(self, d_model, num_heads, dropout=0.0, d_head=None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.d_head = d = d_head or d_model // num_heads
+        self.qkvb = nn.Linear(d_model, num_heads * (3 * d + 1), bias=False)
+        # R: per head, tanh(y_{t-1}) [d] -> recurrent contributions to q, k, v, β [3d + 1]
+        self.R = nn.Parameter(torch.randn(num_heads, d, 3 * d + 1) / math.sqrt(d))
+        self.out = nn.Linear(num_heads * d, d_model, bias=False)
+
+    def initial_state(self, batch_size, device=None, dtype=None):
+        H, d = self.num_heads, self.d_head
+        return (torch.zeros(batch_size, H, d, d, device=device, dtype=dtype),
+                torch.zeros(batch_size, H, d, device=device, dtype=dtype))
+
+    def forward_segment(self, x, state):
+        B, T, _ = x.shape
+        H, d = self.num_heads, self.d_head
+        S, y = state
+        from_input = self.qkvb(x).view(B, T, H, 3 * d + 1)  # all steps at once
+        outputs = []
+        for h_in in from_input.unbind(1):  # unbind: per-step indexing costs O(T) in backward
+            h = h_in + torch.einsum("bhd,hde->bhe", torch.tanh(y), self.R)
+            q = torch.softmax(h[..., :d], dim=-1)
+            k = torch.softmax(h[..., d:2 * d], dim=-1)
+            v = h[..., 2 * d:3 * d]
+            beta = torch.sigmoid(h[..., 3 * d:])  # [B, H, 1]
+            v_old = torch.einsum("bhkv,bhk->bhv", S, k)
+            S = S + torch.einsum("bhk,bhv->bhkv", k, beta * (v - v_old))
+            y = torch.einsum("bhkv,bhk->bhv", S, q)
+            outputs.append(y)
+        o = torch.stack(outputs, dim=1).reshape(B, T, H * d)
+        return self.out(o), (S, y)

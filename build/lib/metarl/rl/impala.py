@@ -1,0 +1,173 @@
+"""IMPALA (Espeholt et al. 2018): actors that unroll the newest policy they have, a learner with V-trace.
+
+The two halves talk only through plain data, so they run in threads of one process (``runner=local``,
+:mod:`metarl.rl.local`) or as Ray actors:
+
+- ``Actor.unroll()`` returns a *rollout*: a dict of batch-first tensors over ``N`` envs and ``T`` steps
+  (``T + 1`` where the bootstrap step is included)::
+
+      obs [N, T+1, ...]   prev_action [N, T+1]   prev_reward [N, T+1]   reset [N, T+1]
+      action [N, T]       reward [N, T]          done [N, T]            behaviour_logits [N, T, A]
+      initial_state       the core state before step 0 (detached), a tuple of [N, ...] tensors
+      version             the policy version that acted (int)
+
+  plus ``episodes``, the records of the episodes that finished during the unroll.
+- ``Learner.learn(batch)`` takes rollouts concatenated along N (``collate``), runs the agent over the
+  ``T + 1`` steps from ``initial_state`` (gradients through the whole unroll), computes V-trace and takes
+  one RMSProp step; ``Learner.weights()`` gives the parameters to publish with a version number.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..cores import detach_state, map_state
+from . import losses, vtrace
+
+
+class Actor:
+    """Steps a batched env with its own copy of the agent; carries obs, core state and episode flags."""
+
+    def __init__(self, env, agent: nn.Module, unroll_length: int, seed: Optional[int] = None):
+        self.env = env
+        self.agent = agent.eval()
+        self.unroll_length = unroll_length
+        self.version = -1
+        n = env.num_envs
+        self.obs = torch.from_numpy(np.asarray(env.reset(seed=seed)))
+        self.prev_action = torch.zeros(n, dtype=torch.long)
+        self.prev_reward = torch.zeros(n)
+        self.reset = torch.ones(n, dtype=torch.bool)  # the first step of every env starts an episode
+        self.state = agent.initial_state(n)
+        self.generator = torch.Generator().manual_seed(0 if seed is None else seed)
+
+    def set_weights(self, state_dict: dict, version: int) -> None:
+        """Load newer weights (a no-op for a version already loaded)."""
+        if version != self.version:
+            self.agent.load_state_dict(state_dict)
+            self.version = version
+
+    @torch.no_grad()
+    def unroll(self) -> dict:
+        T, n = self.unroll_length, self.env.num_envs
+        obs, prev_action, prev_reward, reset = [], [], [], []
+        actions, rewards, dones, logits_seq, episodes = [], [], [], [], []
+        initial_state = detach_state(self.state)
+        for _ in range(T):
+            obs.append(self.obs), prev_action.append(self.prev_action)
+            prev_reward.append(self.prev_reward), reset.append(self.reset)
+            logits, _, self.state = self.agent(self.obs[:, None], self.prev_action[:, None],
+                                               self.prev_reward[:, None], self.reset[:, None], self.state)
+            logits = logits[:, 0]
+            action = torch.multinomial(torch.softmax(logits, -1), 1, generator=self.generator).squeeze(1)
+            next_obs, reward, done, finished = self.env.step(action.numpy())
+            actions.append(action), logits_seq.append(logits)
+            rewards.append(torch.as_tensor(reward, dtype=torch.float32))
+            dones.append(torch.as_tensor(done, dtype=torch.bool))
+            episodes.extend(finished)
+            self.obs = torch.from_numpy(np.asarray(next_obs))
+            self.prev_action, self.prev_reward, self.reset = action, rewards[-1], dones[-1]
+        # the bootstrap step: its inputs, not its action
+        obs.append(self.obs), prev_action.append(self.prev_action)
+        prev_reward.append(self.prev_reward), reset.append(self.reset)
+        stack = lambda xs: torch.stack(xs, dim=1)
+        return {
+            "obs": stack(obs), "prev_action": stack(prev_action), "prev_reward": stack(prev_reward),
+            "reset": stack(reset), "action": stack(actions), "reward": stack(rewards), "done": stack(dones),
+            "behaviour_logits": stack(logits_seq), "initial_state": initial_state,
+            "version": self.version, "episodes": episodes,
+        }
+
+
+def collate(rollouts: list) -> dict:
+    """Concatenate rollouts along the env axis N (episode records are pooled)."""
+    batch = {key: torch.cat([r[key] for r in rollouts]) for key in rollouts[0]
+             if key not in ("initial_state", "version", "episodes")}
+    batch["initial_state"] = map_state(lambda *xs: torch.cat(xs), *[r["initial_state"] for r in rollouts])
+    batch["version"] = min(r["version"] for r in rollouts)
+    batch["episodes"] = [e for r in rollouts for e in r["episodes"]]
+    return batch
+
+
+class Learner:
+    """V-trace actor-critic updates with RMSProp, gradient-norm clipping and a linear decay to 0.
+
+    cfg needs: lr, rmsprop_alpha, rmsprop_eps, rmsprop_momentum, grad_norm_clip, entropy_cost,
+    baseline_cost, gamma, reward_clip, total_frames, unroll_length.
+    """
+
+    def __init__(self, agent: nn.Module, cfg, device: str = "cpu"):
+        self.agent = agent.to(device)
+        self.cfg = cfg
+        self.device = device
+        self.optimizer = torch.optim.RMSprop(agent.parameters(), lr=cfg.lr, alpha=cfg.rmsprop_alpha,
+                                             eps=cfg.rmsprop_eps, momentum=cfg.rmsprop_momentum)
+        self.frames = 0  # env frames learned from
+        self.updates = 0
+
+    def learning_rate(self) -> float:
+        """Linear decay from cfg.lr to 0 over cfg.total_frames (a function of the frame counter only)."""
+        return self.cfg.lr * max(0.0, 1.0 - self.frames / max(self.cfg.total_frames, 1))
+
+    def weights(self) -> dict:
+        """A CPU copy of the parameters for actors."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.agent.state_dict().items()}
+
+    def learn(self, batch: dict) -> dict:
+        cfg, dev = self.cfg, self.device
+        self.agent.train()
+        to = lambda x: x.to(dev, non_blocking=True)
+        logits, values, _ = self.agent(to(batch["obs"]), to(batch["prev_action"]), to(batch["prev_reward"]),
+                                       to(batch["reset"]), map_state(to, batch["initial_state"]))
+        bootstrap, logits, values = values[:, -1], logits[:, :-1], values[:, :-1]
+        rewards = to(batch["reward"])
+        if cfg.reward_clip:
+            rewards = losses.clip_rewards(rewards)
+        discounts = (~to(batch["done"])).float() * cfg.gamma
+        actions = to(batch["action"])
+        vt = vtrace.from_logits(to(batch["behaviour_logits"]), logits.detach(), actions, discounts, rewards,
+                                values.detach(), bootstrap.detach())
+        pg_loss = losses.policy_gradient_loss(logits, actions, vt.pg_advantages)
+        baseline_loss = cfg.baseline_cost * losses.baseline_loss(vt.vs - values)
+        entropy_loss = cfg.entropy_cost * losses.entropy_loss(logits)
+        aux_loss = self.agent.aux_loss()
+        total = pg_loss + baseline_loss + entropy_loss + aux_loss
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"non-finite loss at update {self.updates} (policy {pg_loss.item()}, baseline "
+                f"{baseline_loss.item()}, entropy {entropy_loss.item()}); lower impala.lr or check the rewards")
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
+        self.optimizer.zero_grad()
+        total.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.grad_norm_clip)
+        self.optimizer.step()
+        self.frames += batch["action"].numel()
+        self.updates += 1
+        return {
+            "losses/total": total.item(), "losses/policy": pg_loss.item(), "losses/baseline": baseline_loss.item(),
+            "losses/entropy": entropy_loss.item(), "losses/aux": float(aux_loss),
+            "losses/grad_norm": float(grad_norm), "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
+            "charts/policy_lag": self.updates - 1 - batch["version"],
+        }
+
+    def state_dict(self) -> dict:
+        return {"model": self.agent.state_dict(), "optimiser": self.optimizer.state_dict(),
+                "frames": self.frames, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.agent.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimiser"])
+        self.frames, self.updates = int(state["frames"]), int(state["updates"])
+
+
+def clone_for_acting(agent: nn.Module) -> nn.Module:
+    """A CPU copy of the agent for an actor (no gradients)."""
+    clone = copy.deepcopy(agent).to("cpu").eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone

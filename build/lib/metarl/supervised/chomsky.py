@@ -1,0 +1,228 @@
+"""The 15 algorithmic tasks of the Chomsky-hierarchy benchmark (Delétang et al., ICLR 2023), the length
+generalisation setting of Ruoss et al. (ACL 2023, randomized positional encodings).
+
+Each task maps an input string of length n to an output string. The model reads the input followed by
+as many *empty* tokens as the output has symbols, and the outputs are read at the empty tokens (so an encoder
+Transformer or any causal core can be used). Training lengths are 1-40, test lengths 41-500; every batch holds
+one length. The score is the mean over test lengths of the per-token accuracy (for tasks whose output ends
+with a termination symbol, only the positions up to it count; the loss covers every output position).
+
+Tasks (``TASKS``; inputs and outputs are token ids; "bits" are 0/1):
+
+- regular: ``even_pairs`` (is the number of 01 and 10 pairs even, i.e. first bit == last bit), ``modular_arithmetic``
+  (digits 0-4 and + - *, with * first, mod 5; even n are cut to n-1), ``parity_check`` (number of 1s mod 2),
+  ``cycle_navigation`` (moves -1/0/+1 on a cycle of 5 from 0; the final position).
+- deterministic context-free: ``stack_manipulation`` (a stack of bits bottom-to-top, then POP / PUSH 0 / PUSH 1;
+  the final stack top-to-bottom, the terminator 2, zeros up to n + 1), ``reverse_string``,
+  ``modular_arithmetic_brackets`` (a random bracketed expression of exactly n tokens, mod 5),
+  ``solve_equation`` (a bracketed +/- expression with one digit replaced by x, then ``= value``; output x).
+- context-sensitive: ``duplicate_string`` (ww), ``missing_duplicate_string`` (ww with one bit replaced by 2, padded
+  with 3 for odd n; output the bit), ``odds_first`` (bits at odd positions, 1-based, then the even ones),
+  ``binary_addition`` / ``binary_multiplication`` (two little-endian numbers around the separator 2; the result
+  little-endian, terminator 2, zeros up to n + 1 / n), ``compute_sqrt`` (big-endian n bits -> floor of the square
+  root, ceil(n/2) bits), ``bucket_sort`` (symbols 0-4, sorted).
+
+Lengths too short for a task (binary operations need 3, solve_equation 3, missing_duplicate_string 2) are raised
+to the task's minimum.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from .tasks import IGNORE, Batch, LazyBatches, Task, pad_batch, python_rng
+
+Example = Tuple[List[int], List[int]]  # (input tokens, output classes)
+PLUS, MINUS, TIMES, OPEN, CLOSE, X, EQUALS = 5, 6, 7, 8, 9, 10, 11  # arithmetic tokens after the digits 0-4
+POP, PUSH0, PUSH1 = 2, 3, 4
+
+
+def bits(n: int, rng: random.Random, k: int = 2) -> List[int]:
+    return [rng.randrange(k) for _ in range(n)]
+
+
+def to_binary(value: int, width: int = 0, little_endian: bool = True) -> List[int]:
+    """Binary digits of value, zero-filled to width; width 0: no leading zeros (and [] for 0)."""
+    digits = [int(c) for c in format(value, "b").zfill(width)] if (value or width) else []
+    return digits[::-1] if little_endian else digits
+
+
+def product_sum(tokens: List[int]) -> int:
+    """Value mod 5 of digits alternating with + - * (multiplication binds first)."""
+    total, sign, term = 0, 1, tokens[0]
+    for op, digit in zip(tokens[1::2], tokens[2::2]):
+        if op == TIMES:
+            term *= digit
+        else:
+            total, sign, term = total + sign * term, 1 if op == PLUS else -1, digit
+    return (total + sign * term) % 5
+
+
+def bracket_expression(n: int, rng: random.Random, times: bool) -> Tuple[List[int], int]:
+    """A random expression of exactly n tokens and its value mod 5: d, -d, (d), (-d) for n <= 4, otherwise
+    (left op right) with a random split of the remaining n - 3 tokens."""
+    if n <= 4:
+        d = rng.randrange(5)
+        tokens = [[d], [MINUS, d], [OPEN, d, CLOSE], [OPEN, MINUS, d, CLOSE]][n - 1]
+        return tokens, (-d if n % 2 == 0 else d) % 5
+    left_n = rng.randint(1, n - 4)
+    left, a = bracket_expression(left_n, rng, times)
+    right, b = bracket_expression(n - 3 - left_n, rng, times)
+    op = rng.choice([PLUS, MINUS, TIMES] if times else [PLUS, MINUS])
+    value = a + b if op == PLUS else a - b if op == MINUS else a * b
+    return [OPEN, *left, op, *right, CLOSE], value % 5
+
+
+def modular_arithmetic_brackets(n: int, rng: random.Random) -> Example:
+    tokens, value = bracket_expression(n, rng, times=True)
+    return tokens, [value]
+
+
+def stack_manipulation(n: int, rng: random.Random) -> Example:
+    if n == 1:
+        b = rng.randrange(2)
+        return [b], [b, 2]
+    size = rng.randint(1, n - 1)
+    stack = bits(size, rng)
+    actions = [rng.choice([POP, PUSH0, PUSH1]) for _ in range(n - size)]
+    final = list(stack)
+    for a in actions:
+        if a == POP:
+            final = final[:-1]
+        else:
+            final.append(a - PUSH0)
+    out = final[::-1] + [2]
+    return stack + actions, out + [0] * (n + 1 - len(out))
+
+
+def solve_equation(n: int, rng: random.Random) -> Example:
+    expression, value = bracket_expression(n - 2, rng, times=False)
+    where = rng.choice([i for i, t in enumerate(expression) if t < 5])
+    answer, expression[where] = expression[where], X
+    return expression + [EQUALS, value], [answer]
+
+
+def missing_duplicate(n: int, rng: random.Random) -> Example:
+    doubled = bits(n // 2, rng) * 2
+    where = rng.randrange(len(doubled))
+    answer, doubled[where] = doubled[where], 2
+    return doubled + [3] * (n % 2), [answer]
+
+
+def binary_operation(operation: Callable[[int, int], int], extra: int) -> Callable[[int, random.Random], Example]:
+    """Two little-endian numbers (random widths summing to n - 1) separated by 2 -> result, 2, zeros to n + extra."""
+    def make(n: int, rng: random.Random) -> Example:
+        width_a = rng.randint(1, n - 2)
+        width_b = n - 1 - width_a
+        a, b = rng.randint(1, 2**width_a - 1), rng.randint(1, 2**width_b - 1)
+        out = to_binary(operation(a, b)) + [2]
+        return to_binary(a, width_a) + [2] + to_binary(b, width_b), out + [0] * (n + extra - len(out))
+    return make
+
+
+def compute_sqrt(n: int, rng: random.Random) -> Example:
+    x = rng.randint(1, 2**n - 1)
+    return to_binary(x, n, little_endian=False), to_binary(math.isqrt(x), (n + 1) // 2, little_endian=False)
+
+
+def modular_arithmetic(n: int, rng: random.Random) -> Example:
+    tokens = [rng.randrange(5) if i % 2 == 0 else rng.choice([PLUS, MINUS, TIMES]) for i in range(n)]
+    return tokens, [product_sum(tokens)]
+
+
+def _map(fn: Callable[[List[int]], List[int]], k: int = 2) -> Callable[[int, random.Random], Example]:
+    def make(n: int, rng: random.Random) -> Example:
+        s = bits(n, rng, k)
+        return s, fn(s)
+    return make
+
+
+@dataclass(frozen=True)
+class Spec:
+    """level: regular | dcf | cs; input_size: input symbols (the empty token is input_size); output_size: classes;
+    make(n, rng) -> (input, output); min_length: shorter lengths are raised to it; odd: even n become n - 1;
+    terminator: the output class that ends the answer (accuracy stops after it)."""
+
+    level: str
+    input_size: int
+    output_size: int
+    make: Callable[[int, random.Random], Example]
+    min_length: int = 1
+    odd: bool = False
+    terminator: Optional[int] = None
+
+
+TASKS: Dict[str, Spec] = {
+    "even_pairs": Spec("regular", 2, 2, _map(lambda s: [int(sum(a != b for a, b in zip(s, s[1:])) % 2 == 0)])),
+    "modular_arithmetic": Spec("regular", 8, 5, modular_arithmetic, odd=True),
+    "parity_check": Spec("regular", 2, 2, _map(lambda s: [sum(s) % 2])),
+    "cycle_navigation": Spec("regular", 3, 5, _map(lambda s: [sum(a - 1 for a in s) % 5], k=3)),
+    "stack_manipulation": Spec("dcf", 5, 3, stack_manipulation, terminator=2),
+    "reverse_string": Spec("dcf", 2, 2, _map(lambda s: s[::-1])),
+    "modular_arithmetic_brackets": Spec("dcf", 10, 5, modular_arithmetic_brackets),
+    "solve_equation": Spec("dcf", 12, 5, solve_equation, min_length=3),
+    "duplicate_string": Spec("cs", 2, 2, _map(lambda s: s + s)),
+    "missing_duplicate_string": Spec("cs", 4, 2, missing_duplicate, min_length=2),
+    "odds_first": Spec("cs", 2, 2, _map(lambda s: s[0::2] + s[1::2])),
+    "binary_addition": Spec("cs", 3, 3, binary_operation(lambda a, b: a + b, 1), min_length=3, terminator=2),
+    "binary_multiplication": Spec("cs", 3, 3, binary_operation(lambda a, b: a * b, 0), min_length=3, terminator=2),
+    "compute_sqrt": Spec("cs", 2, 2, compute_sqrt),
+    "bucket_sort": Spec("cs", 5, 5, _map(sorted, k=5)),
+}
+
+
+class ChomskyTask(Task):
+    """One of ``TASKS`` with train lengths ``train_lengths`` and test lengths ``test_lengths`` (inclusive, every
+    ``test_length_step``-th), ``test_batch_size`` sequences per test length."""
+
+    def __init__(self, task: str, train_lengths: Tuple[int, int] = (1, 40), test_lengths: Tuple[int, int] = (41, 500),
+                 test_length_step: int = 1, test_batch_size: int = 32, eval_batch_size: int = 32):
+        if task not in TASKS:
+            raise ValueError(f"env.task={task!r} is not a Chomsky-hierarchy task; choose one of: {', '.join(TASKS)}")
+        if not (1 <= train_lengths[0] <= train_lengths[1]) or not (1 <= test_lengths[0] <= test_lengths[1]):
+            raise ValueError(f"env.train_lengths={list(train_lengths)} / env.test_lengths={list(test_lengths)}: "
+                             "need 1 <= first <= last")
+        self.name, self.spec = task, TASKS[task]
+        self.train_lengths, self.test_lengths = train_lengths, test_lengths
+        self.test_length_step, self.test_batch_size = test_length_step, test_batch_size
+        self.empty = self.spec.input_size
+        self.vocab_size = self.spec.input_size + 1
+        self.num_classes = self.spec.output_size
+        self.eval_batch_size = eval_batch_size
+
+    def example(self, n: int, rng: random.Random) -> Example:
+        """(input, output) of task length n (after raising it to the minimum / making it odd)."""
+        n = max(n, self.spec.min_length)
+        if self.spec.odd and n % 2 == 0:
+            n -= 1
+        return self.spec.make(n, rng)
+
+    def sample(self, batch_size: int, generator: torch.Generator, length: Optional[int] = None) -> Batch:
+        """A batch of one task length (uniform over the train lengths unless given): input, then one empty token
+        per output symbol; targets at the empty tokens."""
+        rng = python_rng(generator)
+        n = length or rng.randint(*self.train_lengths)
+        inputs, targets, scored = [], [], []
+        for _ in range(batch_size):
+            x, y = self.example(n, rng)
+            inputs.append(x + [self.empty] * len(y))
+            targets.append([IGNORE] * len(x) + y)
+            scored.append(y.index(self.spec.terminator) + 1 if self.spec.terminator is not None else len(y))
+        return pad_batch(inputs, targets, pad=self.empty, length=n, scored=scored)
+
+    def eval_sets(self, generator: torch.Generator) -> Dict[str, List[Batch]]:
+        """valid: one batch per train length; test: one batch per test length (every step-th)."""
+        lo, hi = self.train_lengths
+        test = range(self.test_lengths[0], self.test_lengths[1] + 1, self.test_length_step)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        return {"valid": LazyBatches(lambda n, g: self.sample(self.eval_batch_size, g, n), range(lo, hi + 1), seed),
+                "test": LazyBatches(lambda n, g: self.sample(self.test_batch_size, g, n), test, seed + 1)}
+
+
+def from_config(env) -> ChomskyTask:
+    return ChomskyTask(env.task, tuple(env.train_lengths), tuple(env.test_lengths), env.test_length_step,
+                       env.test_batch_size, env.eval_batch_size)
