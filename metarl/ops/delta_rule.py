@@ -130,7 +130,7 @@ class _DeltaRuleChunk(torch.autograd.Function):
             torch.baddbmm(U_tilde[n], W[n], S_start[n], alpha=-1, out=U[n])  # U = Ũ - W S
             torch.baddbmm(S_start[n], K[n].transpose(1, 2), U[n], out=S_start[n + 1])  # S' = S + Kᵀ U
         S_final, S_start = S_start[N].clone(), S_start[:N]
-        O = torch.baddbmm(_bmm_view(Q) @ _bmm_view(S_start), _bmm_view(A), _bmm_view(U))
+        O = (_bmm_view(Q) @ _bmm_view(S_start)).baddbmm_(_bmm_view(A), _bmm_view(U))
         ctx.save_for_backward(Q, K, V, b, R, L_inv, W, A, U, S_start)
         return O.view(V.shape), S_final
 
@@ -154,12 +154,12 @@ class _DeltaRuleChunk(torch.autograd.Function):
 
         dA = (dO @ U.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 1), 0)
         Qb, Kb, dOb, dAb, Sb = (_bmm_view(x) for x in (Q, K, dO, dA, S_start))
-        dQ = torch.baddbmm(dOb @ Sb.transpose(1, 2), dAb, Kb)
-        dK = torch.baddbmm(_bmm_view(U) @ _bmm_view(dS_after).transpose(1, 2), dAb.transpose(1, 2), Qb)
+        dQ = (dOb @ Sb.transpose(1, 2)).baddbmm_(dAb, Kb)
+        dK = (_bmm_view(U) @ _bmm_view(dS_after).transpose(1, 2)).baddbmm_(dAb.transpose(1, 2), Qb)
 
         P = L_inv.transpose(-1, -2) @ dU
         dM = (P @ U.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 0), 0).neg_()
-        d_bK = torch.baddbmm(_bmm_view(dM) @ Kb, _bmm_view(P), Sb.transpose(1, 2), alpha=-1).view(K.shape)
+        d_bK = (_bmm_view(dM) @ Kb).baddbmm_(_bmm_view(P), Sb.transpose(1, 2), alpha=-1).view(K.shape)
         dK = dK.view(K.shape).add_(dM.transpose(-1, -2) @ R[..., :Dk]).add_(b * d_bK)
         db = (d_bK * K).sum(-1, keepdim=True) + (P * V).sum(-1, keepdim=True)
         return dQ.view(Q.shape), dK, b * P, db, dS0

@@ -188,7 +188,7 @@ class _LinearAttentionChunk(torch.autograd.Function):
         for n in range(1, N):
             torch.add(S_start[n - 1], KV[n - 1], out=S_start[n])
         S_final = S_start[-1] + KV[-1]
-        O = torch.baddbmm(_bmm_view(Q) @ _bmm_view(S_start), _bmm_view(A), _bmm_view(V))
+        O = (_bmm_view(Q) @ _bmm_view(S_start)).baddbmm_(_bmm_view(A), _bmm_view(V))
         ctx.save_for_backward(Q, K, V, A, S_start)
         return O.view(V.shape), S_final
 
@@ -207,7 +207,7 @@ class _LinearAttentionChunk(torch.autograd.Function):
 
         dA = (dO @ V.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 1), 0)
         Qb, Kb, Vb, Ab, dOb, dAb = (_bmm_view(x) for x in (Q, K, V, A, dO, dA))
-        dQ = torch.baddbmm(dOb @ _bmm_view(S_start).transpose(1, 2), dAb, Kb)
-        dK = torch.baddbmm(Vb @ _bmm_view(dS_after).transpose(1, 2), dAb.transpose(1, 2), Qb)
-        dV = torch.baddbmm(Kb @ _bmm_view(dS_after), Ab.transpose(1, 2), dOb)
+        dQ = (dOb @ _bmm_view(S_start).transpose(1, 2)).baddbmm_(dAb, Kb)
+        dK = (Vb @ _bmm_view(dS_after).transpose(1, 2)).baddbmm_(dAb.transpose(1, 2), Qb)
+        dV = (Kb @ _bmm_view(dS_after)).baddbmm_(Ab.transpose(1, 2), dOb)
         return dQ.view(Q.shape), dK.view(K.shape), dV.view(V.shape), dS0
