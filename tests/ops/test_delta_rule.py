@@ -95,24 +95,3 @@ def test_bad_inputs():
         delta_rule(q, k, v, beta, initial_state=S0.transpose(-1, -2))
     with pytest.raises(ValueError, match="'recurrent', 'chunk'"):
         delta_rule(q, k, v, beta, mode="fused")
-
-
-@pytest.mark.parametrize("used", ["output", "state"])
-def test_chunk_gradients_when_one_result_is_unused(used):
-    # the chunk mode has a hand-written backward: it must cope with a missing output gradient
-    inputs = make_inputs(19, 5, 8, torch.float64)
-    grads = {}
-    for mode in ("recurrent", "chunk"):
-        o, S = delta_rule(*inputs[:4], initial_state=inputs[4], mode=mode, chunk_size=4)
-        loss = (o.sin() if used == "output" else S.sin()).sum()
-        grads[mode] = torch.autograd.grad(loss, inputs, allow_unused=True)  # S does not depend on q
-    for name, ref, out in zip(NAMES, grads["recurrent"], grads["chunk"]):
-        assert_close(name, torch.zeros_like(out) if ref is None else ref, out, rtol=1e-10)
-
-
-def test_chunk_gradcheck():
-    # finite differences on the hand-written backward, independent of the recurrent oracle
-    q, k, v, beta, S0 = make_inputs(6, 3, 2, torch.float64)
-    assert torch.autograd.gradcheck(
-        lambda *x: delta_rule(*x, mode="chunk", chunk_size=4), (q, k, v, beta, S0), eps=1e-6, atol=1e-7
-    )
