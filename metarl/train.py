@@ -5,13 +5,21 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from . import cores
 from .config import register_configs
 
 register_configs()
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The config ``python -m metarl.train <overrides>`` would run, for scripts and tests."""
+    register_configs()
+    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
 
 
 def validate(cfg: DictConfig) -> None:

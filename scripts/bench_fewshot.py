@@ -16,18 +16,15 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_module
 
 from metarl import cores
-from metarl.config import register_configs
 from metarl.fewshot.readers import load_split
 from metarl.fewshot.trainer import build_model, episode_loss, sample_batch
+from metarl.train import compose_config
 
 
 def bench(agent: str, split, steps: int, batch_size: int, overrides=()) -> dict:
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["env=glyphs", f"agent={agent}",
-                                                       f"env.batch_size={batch_size}", *overrides])
+    cfg = compose_config("env=glyphs", f"agent={agent}", f"env.batch_size={batch_size}", *overrides)
     torch.manual_seed(0)
     model = build_model(cfg, split.image_shape)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.env.lr, betas=tuple(cfg.env.adam_betas),
@@ -61,7 +58,6 @@ def main(argv=None) -> list:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    register_configs()
     split = load_split("glyphs", "train")
     rows = []
     print(f"{'agent':12} {'episodes/s':>11} {'ms/update':>10} {'parameters':>11}")

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_module
 
 from metarl.envs import make_env
 from metarl.rl.impala import Actor, Learner, clone_for_acting
 from metarl.rl.local import train_impala_local
 from metarl.rl.setup import build_agent
-from metarl.train import register_configs
+from metarl.train import compose_config
 
 
 def main():
@@ -34,11 +33,8 @@ def main():
     parser.add_argument("--frames", type=int, default=20000, help="frames for the end-to-end run")
     parser.add_argument("--out", default="bench_results/bench_rl.json")
     args = parser.parse_args()
-    register_configs()
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            "env=procgen", f"env.games=[{args.game}]", f"agent={args.agent}", "progress=false",
-            f"impala.total_frames={args.frames}", "impala.eval_episodes=0"])
+    cfg = compose_config("env=procgen", f"env.games=[{args.game}]", f"agent={args.agent}", "progress=false",
+                         f"impala.total_frames={args.frames}", "impala.eval_episodes=0")
     n, T, B = cfg.runner.envs_per_actor, cfg.impala.unroll_length, cfg.impala.batch_size
     rows = {}
 

@@ -17,23 +17,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from metarl.train import register_configs, run
+from metarl.train import compose_config, run
 
 MODEL = {"core": "srwm", "d_model": 64, "num_layers": 1, "num_heads": 4, "d_ff": 128, "core_options": {"d_head": 16}}
 
 
 def ours(env_name: str, frames: int, envs: int, unroll: int) -> dict:
-    register_configs()
     env_args = ["env=cartpole"] if env_name == "cartpole" else ["env=procgen", f"env.games=[{env_name}]"]
     overrides = [*env_args, "agent=srwm", f"agent.d_model={MODEL['d_model']}", f"agent.num_layers={MODEL['num_layers']}",
                  f"agent.num_heads={MODEL['num_heads']}", f"agent.d_ff={MODEL['d_ff']}", "agent.options.d_head=16",
                  f"impala.total_frames={frames}", f"runner.envs_per_actor={envs}", f"impala.batch_size={envs}",
                  f"impala.unroll_length={unroll}", "impala.eval_episodes=0", "progress=false"]
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose_config(*overrides)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
         result = run(cfg, Path(tmp))

@@ -21,9 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_module  # noqa: E402
 
-from metarl.train import register_configs, run  # noqa: E402
+from metarl.train import compose_config, run  # noqa: E402
 
 NAMES = {"lt": "LT", "delta": "DeltaNet", "recdelta": "RecDelta", "srwm": "SRWM", "lstm": "LSTM"}
 
@@ -35,8 +34,7 @@ def train_one(language: str, model: str, seed: int, args) -> dict:
                  f"env.batch_size={args.batch_size}", f"env.eval_batches={args.eval_batches}", "progress=false"]
     if model != "lstm":
         overrides.append(f"agent.num_heads={args.d_model // 16}")
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose_config(*overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         return run(cfg, Path(run_dir))
 
@@ -56,7 +54,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/reproduce_formal"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    register_configs()
     args.out.mkdir(parents=True, exist_ok=True)
 
     results = []

@@ -23,9 +23,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from hydra import compose, initialize_config_module  # noqa: E402
 
-from metarl.train import register_configs, run  # noqa: E402
+from metarl.train import compose_config, run  # noqa: E402
 
 TASKS = ["reverse_string", "duplicate_string", "parity_check", "binary_addition"]
 ENCODINGS = ["none", "sinusoidal", "learned", "rope", "relative", "alibi"]
@@ -38,8 +37,7 @@ def train_one(task: str, positional: str, randomized: bool, seed: int, args) -> 
                  f"env.steps={args.steps}", f"env.eval_every={args.steps}", f"env.lr={args.lr}",
                  f"env.batch_size={args.batch_size}", f"env.test_length_step={args.test_step}",
                  f"env.test_batch_size={args.test_batch}", "progress=false"]
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = compose_config(*overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         return run(cfg, Path(run_dir))
 
@@ -60,7 +58,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/reproduce_rpe"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    register_configs()
     args.out.mkdir(parents=True, exist_ok=True)
     variants = [(p, r) for p in args.encodings for r in ((False,) if p == "none" else (False, True))]
 

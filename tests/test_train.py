@@ -1,26 +1,20 @@
 """`python -m metarl.train`: config errors at start, a short run that learns, logs and resumes."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from metarl.train import register_configs, run
-
-register_configs()
+from metarl.train import compose_config, run
 
 
 def config(*overrides, env="recall"):
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        return compose(config_name="config", overrides=[f"env={env}", *overrides])
+    return compose_config(f"env={env}", *overrides)
 
 
 def test_default_config_is_the_main_job():
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        cfg = compose(config_name="config")
+    cfg = compose_config()
     assert cfg.env.name == "procgen" and cfg.agent.name == "srwm" and cfg.agent.options.d_head == 16
     assert cfg.agent.num_layers == 2 and cfg.agent.num_heads == 8 and cfg.agent.d_ff == 512
     assert cfg.impala.lr == 6e-4 and cfg.impala.unroll_length == 50 and cfg.impala.rmsprop_eps == 0.01

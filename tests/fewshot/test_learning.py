@@ -4,11 +4,9 @@ ignoring the support set cannot (chance is 20%). Tiny models, fixed seed, a few 
 The sequence cores first sit at chance for 150-300 updates, then learn to bind images to the labels fed
 with them; 500 updates of 32 episodes gave 46-60% test accuracy over seeds 0, 1, 2 for both cores."""
 import pytest
-from hydra import compose, initialize_config_module
 
-from metarl.train import register_configs, run
+from metarl.train import compose_config, run
 
-register_configs()
 SMALL = ["env.backbone_channels=[16,16,16,16]", "env.batch_size=32", "env.lr=1e-3", "env.eval_episodes=100",
          "env.test_episodes=500", "progress=false", "threads=1", "seed=0"]
 CORE = ["agent.d_model=64", "agent.num_layers=1", "agent.num_heads=4", "agent.d_ff=128"]
@@ -20,7 +18,6 @@ CORE = ["agent.d_model=64", "agent.num_layers=1", "agent.num_heads=4", "agent.d_
     ("protonet", ["env.steps=60", "env.eval_every=60"]),
 ])
 def test_five_way_one_shot_on_glyphs(tmp_path, agent, overrides):
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["env=glyphs", f"agent={agent}", *SMALL, *overrides])
+    cfg = compose_config("env=glyphs", f"agent={agent}", *SMALL, *overrides)
     metrics = run(cfg, tmp_path)
     assert metrics["test/accuracy"] - 2 * metrics["test/ci95"] > 0.35, metrics

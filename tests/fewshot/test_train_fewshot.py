@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from metarl.fewshot import DatasetLayoutError
 from metarl.fewshot.trainer import mean_and_ci95
-from metarl.train import register_configs, run
+from metarl.train import compose_config, run
 
-register_configs()
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ["agent.d_model=32", "agent.num_layers=1", "agent.num_heads=2", "agent.d_ff=32"]
 RUN = ["env.backbone_channels=[4,4,4,4]", "env.batch_size=4", "env.eval_episodes=8", "env.test_episodes=8",
@@ -23,8 +21,7 @@ TINY = CORE + RUN
 
 
 def config(*overrides, env="glyphs", agent="srwm"):
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        return compose(config_name="config", overrides=[f"env={env}", f"agent={agent}", *overrides])
+    return compose_config(f"env={env}", f"agent={agent}", *overrides)
 
 
 def scalars(run_dir, tag):

@@ -1,19 +1,15 @@
 """IMPALA end to end, learning for real: CartPole, the memory env, and procgen with two games."""
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from metarl.train import register_configs, run
-
-register_configs()
+from metarl.train import compose_config, run
 
 SMALL = ["agent.d_model=64", "agent.num_heads=4", "agent.num_layers=1", "agent.d_ff=128"]
 
 
 def config(*overrides):
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        return compose(config_name="config", overrides=["progress=false", "threads=1", *overrides])
+    return compose_config("progress=false", "threads=1", *overrides)
 
 
 def train_return(tmp_path, *overrides):

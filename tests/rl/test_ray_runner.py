@@ -2,21 +2,17 @@
 resource request the cluster cannot meet."""
 import pytest
 import ray
-from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from metarl.rl.ray_runner import actor_resources, train_impala_ray
-from metarl.train import register_configs
-
-register_configs()
+from metarl.train import compose_config
 
 
 def config(*overrides):
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "progress=false", "threads=1", "env=cartpole", "agent=lstm", "agent.d_model=32", "runner=ray",
-            "runner.num_actors=2", "runner.envs_per_actor=4", "impala.batch_size=8", "impala.eval_episodes=0",
-            *overrides])
+    return compose_config(
+        "progress=false", "threads=1", "env=cartpole", "agent=lstm", "agent.d_model=32", "runner=ray",
+        "runner.num_actors=2", "runner.envs_per_actor=4", "impala.batch_size=8", "impala.eval_episodes=0",
+        *overrides)
 
 
 @pytest.fixture(scope="module")

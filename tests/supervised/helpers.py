@@ -5,16 +5,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_module
 
-from metarl.train import register_configs, run
-
-register_configs()
+from metarl.train import compose_config, run
 
 
 def config(env: str, *overrides: str):
-    with initialize_config_module(config_module="metarl.configs", version_base="1.3"):
-        return compose(config_name="config", overrides=[f"env={env}", *overrides])
+    return compose_config(f"env={env}", *overrides)
 
 
 def train(env: str, *overrides: str) -> dict:
