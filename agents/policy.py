@@ -1,13 +1,10 @@
 """Recurrent actor-critic: encoder -> [features, previous action, previous reward] -> core -> heads."""
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from metarl import cores
 from metarl.cores import detach_state
 
 from .encoders import make_encoder
@@ -20,31 +17,25 @@ class Agent(nn.Module):
     returns ``(logits [B, T, A], values [B, T], state)``. ``reset[b, t]`` marks the first step of an
     episode: the core starts over and the previous action and reward are zeroed there.
 
-    core_name=None (``agent=ff``) gives a memoryless policy. ``truncate_grad_each_step`` runs the core one
-    step at a time and detaches its state between steps, as the reference implementation does (there
-    only the SRWM's Wy gets a gradient); by default gradients flow through the whole unroll.
+    ``core`` is any sequence core (``metarl.cores.from_config``; ``mlp`` is the memoryless baseline).
+    ``truncate_grad_each_step`` runs the core one step at a time and detaches its state between steps, as
+    the reference implementation does (there only the SRWM's Wy gets a gradient); by default gradients
+    flow through the whole unroll.
     """
 
-    def __init__(self, obs_shape, num_actions: int, core_name: Optional[str] = "srwm", d_model: int = 128,
-                 num_layers: int = 2, num_heads: int = 8, ff: str = "dense", d_ff: Optional[int] = None,
-                 dropout: float = 0.0, ff_options: Optional[dict] = None, core_options: Optional[dict] = None,
-                 encoder_hidden: int = 64, truncate_grad_each_step: bool = False):
+    def __init__(self, obs_shape, num_actions: int, core: nn.Module, encoder_hidden: int = 64,
+                 truncate_grad_each_step: bool = False):
         super().__init__()
         self.num_actions = num_actions
         self.truncate_grad_each_step = truncate_grad_each_step
         self.encoder = make_encoder(tuple(obs_shape), hidden=encoder_hidden)
-        self.input_proj = nn.Linear(self.encoder.out_dim + num_actions + 1, d_model)
-        if core_name is None:
-            self.core = None
-            self.hidden = nn.Sequential(nn.ReLU(), nn.Linear(d_model, d_model), nn.ReLU())
-        else:
-            self.core = cores.make(core_name, d_model=d_model, num_layers=num_layers, num_heads=num_heads, ff=ff,
-                                   d_ff=d_ff, dropout=dropout, ff_options=ff_options, **(core_options or {}))
-        self.policy = nn.Linear(d_model, num_actions)
-        self.baseline = nn.Linear(d_model, 1)
+        self.input_proj = nn.Linear(self.encoder.out_dim + num_actions + 1, core.d_model)
+        self.core = core
+        self.policy = nn.Linear(core.d_model, num_actions)
+        self.baseline = nn.Linear(core.d_model, 1)
 
     def initial_state(self, batch_size: int, device=None):
-        return () if self.core is None else self.core.initial_state(batch_size, device)
+        return self.core.initial_state(batch_size, device)
 
     def forward(self, obs, prev_action, prev_reward, reset, state=None):
         h, state = self.features(obs, prev_action, prev_reward, reset, state)
@@ -58,9 +49,7 @@ class Agent(nn.Module):
         action_in = F.one_hot(prev_action.long(), self.num_actions).float() * keep
         reward_in = prev_reward.float().clamp(-1, 1).unsqueeze(-1) * keep
         x = self.input_proj(torch.cat([features, action_in, reward_in], dim=-1))
-        if self.core is None:
-            h = self.hidden(x)
-        elif self.truncate_grad_each_step:
+        if self.truncate_grad_each_step:
             outputs = []
             for t in range(T):
                 y, state = self.core(x[:, t:t + 1], detach_state(state) if state is not None else None,
@@ -72,4 +61,4 @@ class Agent(nn.Module):
         return h, state
 
     def aux_loss(self) -> torch.Tensor:
-        return self.core.aux_loss() if self.core is not None else torch.zeros(())
+        return self.core.aux_loss()

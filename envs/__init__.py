@@ -11,19 +11,27 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import BatchedEnv, EpisodeTracker
-from .gym import GymnasiumEnv
-from .memory import MemoryEnv
-from .procgen import (DISTRIBUTION_MODES, EXPLORATION_MODE_GAMES, EXTREME_MODE_GAMES, MEMORY_MODE_GAMES,
-                      PROCGEN_GAMES, ProcgenEnv, ProcgenGymnasiumEnv)
+from metarl.errors import ConfigError
 
-__all__ = ["make_env", "ENV_KINDS", "BatchedEnv", "EpisodeTracker", "ProcgenEnv", "ProcgenGymnasiumEnv",
+from metarl.engine.registry import lookup, store_schema
+
+from .base import BatchedEnv, EpisodeTracker
+from .gym import GymEnvConfig, GymnasiumEnv, gym_options
+from .memory import MemoryEnv, MemoryEnvConfig, memory_options
+from .procgen import (DISTRIBUTION_MODES, EXPLORATION_MODE_GAMES, EXTREME_MODE_GAMES, MEMORY_MODE_GAMES,
+                      PROCGEN_GAMES, ProcgenEnv, ProcgenEnvConfig, ProcgenGymnasiumEnv, procgen_options)
+
+__all__ = ["make_env", "make_env_from_config", "env_options", "ENV_KINDS", "ENV_OPTIONS", "BatchedEnv", "EpisodeTracker", "ProcgenEnv", "ProcgenGymnasiumEnv",
            "GymnasiumEnv", "MemoryEnv",
            "PROCGEN_GAMES", "MEMORY_MODE_GAMES", "EXTREME_MODE_GAMES", "EXPLORATION_MODE_GAMES",
            "DISTRIBUTION_MODES"]
 
 #: kind -> class; the options of ``make_env`` are the class's keyword arguments.
 ENV_KINDS = {"procgen": ProcgenEnv, "gym": GymnasiumEnv, "memory": MemoryEnv}
+#: kind -> options(env_cfg, split) -> make_env keyword arguments, for an ``env`` config of that type
+ENV_OPTIONS = {"procgen": procgen_options, "gym": gym_options, "memory": memory_options}
+for _name, _schema in (("procgen", ProcgenEnvConfig), ("gym", GymEnvConfig), ("memory", MemoryEnvConfig)):
+    store_schema(f"{_name}_schema", _schema)
 
 
 def make_env(kind: str, num_envs: int, seed: Optional[int] = None, **options) -> BatchedEnv:
@@ -33,5 +41,15 @@ def make_env(kind: str, num_envs: int, seed: Optional[int] = None, **options) ->
     ``GymnasiumEnv(env_id, wrappers, **make_kwargs)``, ``MemoryEnv(num_cues, delay)``.
     """
     if kind not in ENV_KINDS:
-        raise ValueError(f"unknown env kind {kind!r}; valid kinds are: {', '.join(ENV_KINDS)}")
+        raise ConfigError(f"unknown env kind {kind!r}; valid kinds are: {', '.join(ENV_KINDS)}")
     return ENV_KINDS[kind](num_envs=num_envs, seed=seed, **options)
+
+
+def env_options(env_cfg, split: str = "train") -> dict:
+    """``make_env`` arguments for an ``env`` config (split="test": held-out levels where the env has them)."""
+    return lookup(ENV_OPTIONS, "env.type", env_cfg.type)(env_cfg, split)
+
+
+def make_env_from_config(env_cfg, num_envs: int, seed: Optional[int] = None, split: str = "train") -> BatchedEnv:
+    """The batched env an ``env`` config describes."""
+    return make_env(env_cfg.type, num_envs, seed=seed, **env_options(env_cfg, split))

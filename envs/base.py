@@ -21,6 +21,7 @@ A :class:`BatchedEnv` runs ``num_envs`` environment slots in lock-step for an IM
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -117,3 +118,12 @@ class BatchedEnv(abc.ABC):
         tasks = self.task_names if len(self.task_names) <= 4 else self.task_names[:4] + ["..."]
         return (f"{type(self).__name__}(num_envs={self.num_envs}, obs_shape={self.obs_shape}, "
                 f"obs_dtype={np.dtype(self.obs_dtype).name}, num_actions={self.num_actions}, tasks={tasks})")
+
+
+@dataclass
+class RLEnvConfig:
+    """Fields of every RL ``env`` config (each env's dataclass extends it and sets its defaults)."""
+
+    name: str = "env"  # run name
+    kind: str = "rl"  # which trainer runs it
+    type: str = "env"  # env factory (metarl.envs.ENV_KINDS) and options (metarl.envs.ENV_OPTIONS)

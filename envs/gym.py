@@ -12,11 +12,14 @@ observation (FrozenLake, Taxi, ...) becomes a float32 one-hot vector. Other spac
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .base import BatchedEnv, EpisodeTracker
+from metarl.errors import ConfigError
+
+from .base import BatchedEnv, EpisodeTracker, RLEnvConfig
 
 __all__ = ["GymnasiumEnv"]
 
@@ -62,13 +65,13 @@ class GymnasiumEnv(BatchedEnv):
         from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
         if not isinstance(env_id, str):
-            raise ValueError(f"GymnasiumEnv needs an env id string, got {env_id!r}")
+            raise ConfigError(f"GymnasiumEnv needs an env id string, got {env_id!r}")
         if int(num_envs) != num_envs or num_envs < 1:
-            raise ValueError(f"GymnasiumEnv needs num_envs >= 1, got {num_envs}")
+            raise ConfigError(f"GymnasiumEnv needs num_envs >= 1, got {num_envs}")
         try:  # look the id up first: a clear message instead of gymnasium's exception zoo
             gymnasium.spec(env_id)
         except (gymnasium.error.Error, ModuleNotFoundError) as exc:
-            raise ValueError(_unknown_env_message(env_id, exc)) from None
+            raise ConfigError(_unknown_env_message(env_id, exc)) from None
 
         wrappers = list(wrappers)
 
@@ -97,7 +100,7 @@ class GymnasiumEnv(BatchedEnv):
 
         action_space = self._vec.single_action_space
         if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(f"GymnasiumEnv supports discrete action spaces only; {env_id!r} has {action_space} "
+            raise ConfigError(f"GymnasiumEnv supports discrete action spaces only; {env_id!r} has {action_space} "
                              "(discretise it with a gymnasium action wrapper, passed through wrappers=)")
         self.num_actions = int(action_space.n)
         self._action_start = int(action_space.start)
@@ -112,7 +115,7 @@ class GymnasiumEnv(BatchedEnv):
             self.obs_shape = (int(obs_space.n),)
             self.obs_dtype = np.dtype(np.float32)
         else:
-            raise ValueError(f"GymnasiumEnv supports Box and Discrete observations; {env_id!r} has {obs_space}. "
+            raise ConfigError(f"GymnasiumEnv supports Box and Discrete observations; {env_id!r} has {obs_space}. "
                              "Pass wrappers=[gymnasium.wrappers.FlattenObservation] (or your own wrapper).")
 
     def _convert_obs(self, obs) -> np.ndarray:
@@ -146,3 +149,17 @@ class GymnasiumEnv(BatchedEnv):
 
     def close(self) -> None:
         self._vec.close()
+
+
+@dataclass
+class GymEnvConfig(RLEnvConfig):
+    """``env=gym``: any gymnasium env with discrete actions, vectorised."""
+
+    name: str = "gym"  # run name
+    type: str = "gym"  # env factory
+    id: str = "CartPole-v1"  # gymnasium env id
+
+
+def gym_options(env_cfg, split: str = "train") -> dict:
+    """GymnasiumEnv arguments (one split: gymnasium envs have no held-out levels)."""
+    return {"env_id": env_cfg.id}

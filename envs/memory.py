@@ -13,11 +13,14 @@ cue over ``delay`` blank steps gets 1. Observations are float32 ``[num_cues + 1]
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from .base import BatchedEnv, EpisodeTracker
+from metarl.errors import ConfigError
+
+from .base import BatchedEnv, EpisodeTracker, RLEnvConfig
 
 __all__ = ["MemoryEnv"]
 
@@ -34,11 +37,11 @@ class MemoryEnv(BatchedEnv):
 
     def __init__(self, num_envs: int, num_cues: int = 4, delay: int = 20, seed: Optional[int] = None):
         if int(num_envs) != num_envs or num_envs < 1:
-            raise ValueError(f"MemoryEnv needs num_envs >= 1, got {num_envs}")
+            raise ConfigError(f"MemoryEnv needs num_envs >= 1, got {num_envs}")
         if int(num_cues) != num_cues or num_cues < 2:
-            raise ValueError(f"MemoryEnv needs num_cues >= 2, got {num_cues}")
+            raise ConfigError(f"MemoryEnv needs num_cues >= 2, got {num_cues}")
         if int(delay) != delay or delay < 0:
-            raise ValueError(f"MemoryEnv needs delay >= 0, got {delay}")
+            raise ConfigError(f"MemoryEnv needs delay >= 0, got {delay}")
         self.num_envs = int(num_envs)
         self.num_cues = int(num_cues)
         self.delay = int(delay)
@@ -82,3 +85,17 @@ class MemoryEnv(BatchedEnv):
             self._cue[ended] = self._rng.integers(0, self.num_cues, size=ended.size)
             self._t[ended] = 0
         return self._observe(), reward, done, self._tracker.update(reward, done)
+
+
+@dataclass
+class MemoryEnvConfig(RLEnvConfig):
+    """``env=memory``: a cue at the first step, the rewarded action chosen ``delay`` steps later (needs memory)."""
+
+    name: str = "memory"  # run name
+    type: str = "memory"  # env factory
+    num_cues: int = 4  # cues = actions; a memoryless policy gets 1/num_cues
+    delay: int = 5  # blank steps between the cue and the query
+
+
+def memory_options(env_cfg, split: str = "train") -> dict:
+    return {"num_cues": env_cfg.num_cues, "delay": env_cfg.delay}

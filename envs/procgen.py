@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Union
 
 import gymnasium
 import numpy as np
 
-from .base import BatchedEnv, EpisodeTracker
+from metarl.errors import ConfigError
+
+from .base import BatchedEnv, EpisodeTracker, RLEnvConfig
 
 __all__ = ["ProcgenEnv", "ProcgenGymnasiumEnv",
            "PROCGEN_GAMES", "DISTRIBUTION_MODES", "MEMORY_MODE_GAMES", "EXTREME_MODE_GAMES",
@@ -51,27 +54,27 @@ def _check_games(games: Union[str, Sequence[str]]) -> list:
         games = [games]
     games = list(games)
     if not games:
-        raise ValueError(f"ProcgenEnv needs at least one game; valid games: {', '.join(PROCGEN_GAMES)}")
+        raise ConfigError(f"ProcgenEnv needs at least one game; valid games: {', '.join(PROCGEN_GAMES)}")
     for game in games:
         if not isinstance(game, str) or game not in PROCGEN_GAMES:
-            raise ValueError(f"unknown procgen game {game!r}; valid games are: {', '.join(PROCGEN_GAMES)}")
+            raise ConfigError(f"unknown procgen game {game!r}; valid games are: {', '.join(PROCGEN_GAMES)}")
     duplicates = sorted({g for g in games if games.count(g) > 1})
     if duplicates:
-        raise ValueError(f"procgen games listed more than once: {', '.join(duplicates)} "
+        raise ConfigError(f"procgen games listed more than once: {', '.join(duplicates)} "
                          "(each game is one task; raise num_envs to give it more slots)")
     return games
 
 
 def _check_mode(games: list, distribution_mode: str) -> None:
     if distribution_mode not in DISTRIBUTION_MODES:
-        raise ValueError(f"unknown procgen distribution_mode {distribution_mode!r}; "
+        raise ConfigError(f"unknown procgen distribution_mode {distribution_mode!r}; "
                          f"valid modes are: {', '.join(DISTRIBUTION_MODES)}")
     allowed = DISTRIBUTION_MODES[distribution_mode]
     if allowed is None:
         return
     unsupported = [g for g in games if g not in allowed]
     if unsupported:
-        raise ValueError(f"procgen distribution_mode={distribution_mode!r} does not exist for "
+        raise ConfigError(f"procgen distribution_mode={distribution_mode!r} does not exist for "
                          f"{', '.join(unsupported)}; only these games support it: {', '.join(allowed)} "
                          "(procgen would abort the whole process)")
 
@@ -103,17 +106,17 @@ class ProcgenEnv(BatchedEnv):
         games = _check_games(games)
         _check_mode(games, distribution_mode)
         if int(num_envs) != num_envs or num_envs < len(games):
-            raise ValueError(f"ProcgenEnv needs num_envs >= the number of games ({len(games)}: "
+            raise ConfigError(f"ProcgenEnv needs num_envs >= the number of games ({len(games)}: "
                              f"{', '.join(games)}), got num_envs={num_envs}")
         if num_levels < 0 or start_level < 0:
-            raise ValueError(f"procgen num_levels and start_level must be >= 0, got num_levels={num_levels}, "
+            raise ConfigError(f"procgen num_levels and start_level must be >= 0, got num_levels={num_levels}, "
                              f"start_level={start_level}")
         if distribution_mode == "exploration" and (num_levels != 0 or start_level != 0):
-            raise ValueError("procgen distribution_mode='exploration' fixes one level per game: "
+            raise ConfigError("procgen distribution_mode='exploration' fixes one level per game: "
                              "leave num_levels and start_level at 0")
         reserved = [k for k in _RESERVED_KWARGS if k in procgen_kwargs]
         if reserved:
-            raise ValueError(f"ProcgenEnv sets {', '.join(reserved)} itself (use games=, num_envs=, seed=)")
+            raise ConfigError(f"ProcgenEnv sets {', '.join(reserved)} itself (use games=, num_envs=, seed=)")
 
         self.num_envs = int(num_envs)
         self.task_names = games
@@ -224,3 +227,28 @@ class ProcgenGymnasiumEnv(gymnasium.Env):
 
     def close(self):
         self._env.close()
+
+
+@dataclass
+class ProcgenEnvConfig(RLEnvConfig):
+    """``env=procgen``: procgen games through gym3 (64x64x3 frames, 15 actions); several games = multi-task."""
+
+    name: str = "procgen"  # run name
+    type: str = "procgen"  # env factory
+    games: List[str] = field(default_factory=lambda: ["coinrun"])  # one or more of the 16 games
+    distribution_mode: str = "easy"  # easy | hard | extreme | memory | exploration
+    num_levels: int = 200  # training levels (0 = all levels)
+    start_level: int = 0  # first training level; unseen levels for evaluation follow the training range
+
+
+def procgen_options(env_cfg, split: str = "train") -> dict:
+    """ProcgenEnv arguments; split="test": the unseen levels after the training range (or from a far
+    offset when training used all levels). Games and mode are checked here, before any env starts."""
+    games = _check_games(list(env_cfg.games))
+    _check_mode(games, env_cfg.distribution_mode)
+    options = {"games": games, "distribution_mode": env_cfg.distribution_mode,
+               "num_levels": env_cfg.num_levels, "start_level": env_cfg.start_level}
+    if split == "test":
+        options["start_level"] = env_cfg.start_level + (env_cfg.num_levels or 1_000_000)
+        options["num_levels"] = 0
+    return options

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from metarl.errors import ConfigError, DataError, MissingPathError
+
 from .data import ImageSplit
 from .glyphs import glyph_split
 
@@ -62,7 +64,7 @@ FC100_SUPERCLASSES = {
 }
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(MissingPathError):
     """The dataset folder is missing or does not have the expected layout."""
 
 
@@ -76,7 +78,7 @@ def load_split(dataset: str, split: str, root: Optional[str] = None, image_size:
     """One class split of a dataset. image_size defaults to the paper's size (``NATIVE_SIZE``);
     rotations: Omniglot's x4 rotation classes; glyph_*: the generated dataset's parameters."""
     if dataset not in DATASETS:
-        raise ValueError(f"env.dataset={dataset!r} is not a dataset; choose one of: {', '.join(DATASETS)}")
+        raise ConfigError(f"env.dataset={dataset!r} is not a dataset; choose one of: {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     size = image_size or NATIVE_SIZE[dataset]
@@ -113,7 +115,7 @@ def read_image(path: Path, size: int, mode: str, invert: bool = False) -> torch.
         with Image.open(path) as image:
             image = image.convert(mode)
     except OSError as err:
-        raise ValueError(f"{path}: cannot read the image ({err})") from err
+        raise DataError(f"{path}: cannot read the image ({err})") from err
     if invert:
         image = ImageOps.invert(image)
     if image.size != (size, size):
@@ -173,7 +175,7 @@ def read_json(path: Path, dataset: str, root):
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+        raise DataError(f"{path}: not valid JSON ({err})") from err
 
 
 def open_hdf5(path: Path):
@@ -234,11 +236,11 @@ def miniimagenet_csv(root: Path, split: str, size: int) -> ImageSplit:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows or [c.strip() for c in rows[0]] != ["filename", "label"]:
-        raise ValueError(f"{path}: expected a header line 'filename,label', got {rows[0] if rows else 'an empty file'}")
+        raise DataError(f"{path}: expected a header line 'filename,label', got {rows[0] if rows else 'an empty file'}")
     files = OrderedDict()
     for row in rows[1:]:
         if len(row) != 2:
-            raise ValueError(f"{path}: expected 'filename,label' rows, got {row}")
+            raise DataError(f"{path}: expected 'filename,label' rows, got {row}")
         files.setdefault(row[1], []).append(root / "images" / row[0])
     missing = [p for paths in files.values() for p in paths if not p.is_file()]
     if missing:
@@ -271,10 +273,10 @@ def read_pickle(path: Path, keys) -> dict:
         try:
             raw = pickle.load(f, encoding="bytes")
         except Exception as err:
-            raise ValueError(f"{path}: not a CIFAR-100 python pickle ({err})") from err
+            raise DataError(f"{path}: not a CIFAR-100 python pickle ({err})") from err
     data = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()} if isinstance(raw, dict) else {}
     if not set(keys) <= set(data):
-        raise ValueError(f"{path}: not a CIFAR-100 python pickle (expected the keys {', '.join(keys)})")
+        raise DataError(f"{path}: not a CIFAR-100 python pickle (expected the keys {', '.join(keys)})")
     return data
 
 

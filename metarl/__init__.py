@@ -1,14 +1,9 @@
 """metarl: memory-based meta-learning and RL with fast-weight sequence models.
 
 The top-level folders envs/, agents/, fewshot/ and configs/ of the source tree install as metarl.envs,
-metarl.agents, metarl.fewshot and metarl.configs. When metarl is imported from an uninstalled source
-checkout (e.g. the working directory that ``ray job submit --working-dir .`` ships to a cluster), the
-same names resolve to those folders.
+metarl.agents, metarl.fewshot and metarl.configs (``[tool.setuptools] package-dir`` in pyproject.toml), so
+metarl is imported from an install (``pip install -e .`` for development). Ray jobs ship an installed copy
+with the runtime env's ``py_modules`` (scripts/ray_job_example.sh).
 """
-from pathlib import Path as _Path
-
-_source_root = _Path(__file__).resolve().parent.parent
-if (_source_root / "pyproject.toml").is_file() and (_source_root / "envs" / "__init__.py").is_file():
-    __path__.append(str(_source_root))  # noqa: F821 (the package's own __path__)
 
 __version__ = "0.1.0"

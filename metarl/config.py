@@ -1,19 +1,28 @@
-"""Structured (dataclass) configs for ``python -m metarl.train``; the YAML files in ``metarl.configs``
-extend these schemas, so a wrong key or a wrong type fails at start with the field's name."""
+"""The shared config groups of ``python -m metarl.train`` as structured (dataclass) configs: ``agent``,
+``optim``, ``impala``, ``runner`` and the top level. Each env and task owns its ``env`` dataclass beside
+its code and registers it (``metarl.engine.registry``); ``register_configs`` imports them. The YAML files
+in ``metarl.configs`` extend these schemas, so a wrong key or a wrong type fails at start naming the field.
+"""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from .engine.optim import OptimConfig
+from .engine.registry import store_schema
+
+#: modules that register an env schema and a trainer or task when imported
+BUILTIN_MODULES = ("metarl.envs", "metarl.rl.trainer", "metarl.supervised", "metarl.fewshot.task")
 
 
 @dataclass
 class AgentConfig:
-    """The sequence core (``metarl.cores.make``) and its size."""
+    """The model: the sequence core (``metarl.cores.from_config``) and its size."""
 
-    name: str = "srwm"  # core: lstm | lt | delta | recdelta | srwm | transformer (ff: no memory, RL only)
+    name: str = "srwm"  # core: lstm | lt | delta | recdelta | srwm | transformer | mlp (ff: alias of mlp)
     d_model: int = 128  # residual width
     num_layers: int = 2  # number of [mixer + feed-forward] blocks
     num_heads: int = 8  # heads of the mixer
@@ -27,162 +36,12 @@ class AgentConfig:
 
 
 @dataclass
-class RecallEnvConfig:
-    """Supervised demo: recall the cue shown at the first step after ``length - 1`` distractors."""
-
-    name: str = "recall"  # task name
-    kind: str = "supervised"  # which trainer runs it
-    num_cues: int = 8  # cue tokens (chance accuracy is 1/num_cues)
-    num_distractors: int = 8  # distractor tokens
-    length: int = 32  # sequence length
-    batch_size: int = 32  # sequences per update
-    steps: int = 300  # updates
-    lr: float = 3e-3  # Adam learning rate
-    eval_every: int = 100  # updates between evaluations
-    eval_batches: int = 8  # batches per evaluation
-
-
-@dataclass
-class FormalEnvConfig:
-    """Formal languages, character prediction (metarl.supervised.formal): train on Bin0, test on Bin1."""
-
-    name: str = "formal"  # run name
-    kind: str = "supervised"  # which trainer runs it
-    family: str = "formal"  # task family (metarl.supervised.trainer.make_task)
-    language: str = "parity"  # parity | aa_star | abab_star | counter2 | counter3 | shuffle2 | dyck1 | reset_dyck1
-    train_lengths: List[int] = field(default_factory=lambda: [1, 50])  # Bin0: string lengths to train on (inclusive)
-    test_lengths: List[int] = field(default_factory=lambda: [51, 100])  # Bin1: string lengths to test on (inclusive)
-    batch_size: int = 32  # strings per update (and per evaluation batch)
-    steps: int = 3000  # updates
-    lr: float = 1e-3  # Adam learning rate
-    grad_clip: float = 1.0  # global gradient-norm clip (0: none)
-    eval_every: int = 500  # updates between Bin0 evaluations (Bin1 is evaluated once, at the end)
-    eval_batches: int = 8  # batches per bin
-
-
-@dataclass
-class ChomskyEnvConfig:
-    """Chomsky-hierarchy length generalisation (metarl.supervised.chomsky): outputs read at appended empty tokens."""
-
-    name: str = "chomsky"  # run name
-    kind: str = "supervised"  # which trainer runs it
-    family: str = "chomsky"  # task family (metarl.supervised.trainer.make_task)
-    task: str = "reverse_string"  # one of the 15 tasks (metarl.supervised.chomsky.TASKS)
-    train_lengths: List[int] = field(default_factory=lambda: [1, 40])  # input lengths to train on (inclusive)
-    test_lengths: List[int] = field(default_factory=lambda: [41, 500])  # input lengths to test on (inclusive)
-    test_length_step: int = 10  # test every k-th length of test_lengths (1: all 460, as in the paper; slow on a CPU)
-    test_batch_size: int = 8  # sequences per test length (a length-500 batch holds up to 1500 tokens per sequence)
-    batch_size: int = 32  # sequences per update (one length per batch)
-    steps: int = 2000  # updates
-    lr: float = 1e-3  # Adam learning rate
-    grad_clip: float = 1.0  # global gradient-norm clip (0: none)
-    eval_every: int = 500  # updates between in-distribution evaluations (the test lengths only at the end)
-    eval_batch_size: int = 16  # sequences per train length in the in-distribution evaluation
-
-
-@dataclass
-class CTLPPEnvConfig:
-    """CTL++ (metarl.supervised.ctlpp): chains of bijections, IID and OOD (never-seen group pattern) splits."""
-
-    name: str = "ctlpp"  # run name
-    kind: str = "supervised"  # which trainer runs it
-    family: str = "ctlpp"  # task family (metarl.supervised.trainer.make_task)
-    variant: str = "r"  # r (train within groups) | a (train across groups) | s (shared group o)
-    num_symbols: int = 8  # symbols the functions act on (chance accuracy 1/num_symbols)
-    num_functions: int = 32  # random bijections
-    chain_lengths: List[int] = field(default_factory=lambda: [2, 6])  # functions per chain (inclusive)
-    overlap: int = 8  # variant s: functions in the shared group o
-    test_size: int = 1000  # samples in each of the IID and OOD test splits
-    data_seed: int = 0  # seed of the functions, groups and test splits
-    batch_size: int = 64  # chains per update (and per evaluation batch)
-    steps: int = 3000  # updates
-    lr: float = 1e-3  # Adam learning rate
-    grad_clip: float = 1.0  # global gradient-norm clip (0: none)
-    eval_every: int = 500  # updates between IID evaluations (OOD is evaluated once, at the end)
-
-
-@dataclass
-class ProcgenEnvConfig:
-    """procgen games through gym3 (64x64x3 frames, 15 actions); several games = multi-task."""
-
-    name: str = "procgen"  # run name
-    kind: str = "rl"  # which trainer runs it
-    type: str = "procgen"  # env factory (metarl.envs.make_env)
-    games: List[str] = field(default_factory=lambda: ["coinrun"])  # one or more of the 16 games
-    distribution_mode: str = "easy"  # easy | hard | extreme | memory | exploration
-    num_levels: int = 200  # training levels (0 = all levels)
-    start_level: int = 0  # first training level; unseen levels for evaluation follow the training range
-
-
-@dataclass
-class GymEnvConfig:
-    """Any gymnasium env with discrete actions, vectorised."""
-
-    name: str = "gym"  # run name
-    kind: str = "rl"  # which trainer runs it
-    type: str = "gym"  # env factory (metarl.envs.make_env)
-    id: str = "CartPole-v1"  # gymnasium env id
-
-
-@dataclass
-class MemoryEnvConfig:
-    """A cue at the first step, the rewarded action chosen ``delay`` steps later (needs memory)."""
-
-    name: str = "memory"  # run name
-    kind: str = "rl"  # which trainer runs it
-    type: str = "memory"  # env factory (metarl.envs.make_env)
-    num_cues: int = 4  # cues = actions; a memoryless policy gets 1/num_cues
-    delay: int = 5  # blank steps between the cue and the query
-
-
-@dataclass
-class FewShotEnvConfig:
-    """Episodic N-way K-shot classification as a sequence (metarl.fewshot); one schema for every dataset."""
-
-    name: str = "glyphs"  # run name
-    kind: str = "fewshot"  # which trainer runs it
-    dataset: str = "glyphs"  # glyphs (generated, no download) | omniglot | miniimagenet | fc100
-    root: Optional[str] = None  # dataset folder (not for glyphs); a wrong folder fails naming the layouts expected
-    image_size: int = 28  # images are resized to image_size x image_size at load (paper: 28, 84, 32)
-    rotations: bool = True  # omniglot: rotations by 90, 180, 270 degrees as new classes (x4, Vinyals et al.)
-    glyph_classes: int = 600  # glyphs: generated classes, split 64/16/20 % into train/val/test
-    glyph_samples: int = 20  # glyphs: images per class
-    glyph_seed: int = 0  # glyphs: seed of the generator (the dataset is a function of the glyph_* fields)
-    protocol: str = "sync"  # sync: support with labels, queries with a dummy label | delayed: previous label fed
-    ways: int = 5  # N: classes per episode
-    shots: int = 1  # K: images per class in the support set (delayed: in the sequence)
-    queries: int = 1  # sync: query images per class, each classified from the support set alone
-    second_dataset: Optional[str] = None  # delayed: a second dataset whose episodes are concatenated in random order
-    second_root: Optional[str] = None  # delayed: folder of second_dataset
-    max_trim: int = 0  # delayed: drop a random 0..max_trim last steps of each episode
-    backbone: str = "conv4"  # conv4 | res12
-    backbone_channels: List[int] = field(default_factory=lambda: [64, 64, 64, 64])  # widths of the 4 backbone blocks
-    vision_dropout: float = 0.0  # dropout in the backbone
-    batch_size: int = 32  # episodes per update
-    steps: int = 1000  # updates
-    lr: float = 1e-3  # Adam learning rate (the peak with the noam schedule)
-    lr_schedule: str = "constant"  # constant | noam (linear warm-up over warmup_steps, then 1/sqrt(step) decay)
-    warmup_steps: int = 5000  # noam: warm-up updates
-    adam_betas: List[float] = field(default_factory=lambda: [0.9, 0.995])  # Adam betas (SRWM paper)
-    adam_eps: float = 1e-9  # Adam epsilon (SRWM paper)
-    grad_clip: float = 0.0  # global gradient-norm clip (0: none)
-    eval_every: int = 100  # updates between validations; the best validation accuracy selects the model
-    eval_episodes: int = 500  # validation episodes (the same ones at every validation)
-    test_episodes: int = 1000  # test episodes for the selected model at the end (0: no test)
-
-
-@dataclass
 class ImpalaConfig:
-    """IMPALA / V-trace learner (defaults from the SRWM paper's procgen runs)."""
+    """IMPALA / V-trace learner (defaults from the SRWM paper's procgen runs; the optimiser is ``optim``)."""
 
-    total_frames: int = 300_000  # env frames to learn from
+    total_frames: int = 300_000  # env frames to learn from (the optim schedule runs over these)
     unroll_length: int = 50  # steps per rollout
     batch_size: int = 32  # env rollouts (rows) per update; a multiple of runner.envs_per_actor
-    lr: float = 6e-4  # RMSProp learning rate, decayed linearly to 0 over total_frames
-    rmsprop_alpha: float = 0.99  # RMSProp smoothing constant
-    rmsprop_eps: float = 0.01  # RMSProp epsilon
-    rmsprop_momentum: float = 0.0  # RMSProp momentum
-    grad_norm_clip: float = 40.0  # global gradient-norm clip
     entropy_cost: float = 0.01  # weight of the entropy bonus
     baseline_cost: float = 0.5  # weight of the value loss
     gamma: float = 0.99  # discount
@@ -213,28 +72,25 @@ class RunnerConfig:
 class TrainConfig:
     """Top level of ``python -m metarl.train``."""
 
-    env: Any = MISSING  # the task (a config group: env=recall, ...)
-    agent: AgentConfig = field(default_factory=AgentConfig)  # the core (a config group: agent=srwm, ...)
+    env: Any = MISSING  # the task or environment (a config group: env=recall, env=procgen, ...)
+    agent: AgentConfig = field(default_factory=AgentConfig)  # the model (a config group: agent=srwm, ...)
+    optim: OptimConfig = field(default_factory=OptimConfig)  # optimisation (a config group: optim=adam, ...)
     impala: ImpalaConfig = field(default_factory=ImpalaConfig)  # RL learner settings
-    runner: RunnerConfig = field(default_factory=RunnerConfig)  # RL runner (a config group: runner=local, ...)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)  # where it runs (a config group: runner=local, ...)
     seed: int = 0  # random seed of torch and the data
     device: str = "cpu"  # torch device
     threads: Optional[int] = None  # torch intra-op threads (default: torch's choice)
-    resume: Optional[str] = None  # checkpoint file to continue from (counters, optimiser and schedule too)
-    checkpoint_minutes: float = 5.0  # minutes between checkpoints (and one at the end)
+    resume: Optional[str] = None  # checkpoint file to continue from (counters, optimiser, RNG states too)
+    checkpoint_minutes: float = 5.0  # minutes between checkpoints (and one at the end, and on Ctrl-C / SIGTERM)
+    log_every: int = 10  # updates between logged training metrics (averaged over them)
     progress: bool = True  # show a progress bar
 
 
 def register_configs() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(group="agent", name="agent_schema", node=AgentConfig)
-    cs.store(group="env", name="recall_schema", node=RecallEnvConfig)
-    cs.store(group="env", name="formal_schema", node=FormalEnvConfig)
-    cs.store(group="env", name="chomsky_schema", node=ChomskyEnvConfig)
-    cs.store(group="env", name="ctlpp_schema", node=CTLPPEnvConfig)
-    cs.store(group="env", name="procgen_schema", node=ProcgenEnvConfig)
-    cs.store(group="env", name="gym_schema", node=GymEnvConfig)
-    cs.store(group="env", name="memory_schema", node=MemoryEnvConfig)
-    cs.store(group="env", name="fewshot_schema", node=FewShotEnvConfig)
-    cs.store(group="runner", name="runner_schema", node=RunnerConfig)
+    """Store the shared schemas and import the modules that register env schemas, tasks and trainers."""
+    store_schema("train_schema", TrainConfig, group=None)
+    store_schema("agent_schema", AgentConfig, group="agent")
+    store_schema("optim_schema", OptimConfig, group="optim")
+    store_schema("runner_schema", RunnerConfig, group="runner")
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)

@@ -28,6 +28,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
+from . import cores
 from .agents import Agent
 
 
@@ -44,7 +45,7 @@ def _unflatten(template, leaves: list):
 
 
 class MetarlRLModule(TorchRLModule, ValueFunctionAPI):
-    """model_config: core (name or "ff"), d_model, num_layers, num_heads, ff, d_ff, core_options, ff_options."""
+    """model_config: core (a core name; "mlp" is memoryless), d_model, num_layers, num_heads, ff, d_ff, core_options, ff_options."""
 
     def setup(self):
         mc = self.model_config
@@ -52,11 +53,10 @@ class MetarlRLModule(TorchRLModule, ValueFunctionAPI):
         if core == "transformer":
             raise ValueError("MetarlRLModule: the transformer core's state grows with the sequence; RLlib needs a "
                              "fixed-size state. Use srwm, delta, recdelta, lt or lstm.")
-        self.agent = Agent(self.observation_space.shape, int(self.action_space.n),
-                           core_name=None if core == "ff" else core, d_model=mc.get("d_model", 128),
-                           num_layers=mc.get("num_layers", 2), num_heads=mc.get("num_heads", 8),
-                           ff=mc.get("ff", "dense"), d_ff=mc.get("d_ff"), ff_options=mc.get("ff_options"),
-                           core_options=mc.get("core_options"))
+        core_cfg = {"name": core, "d_model": mc.get("d_model", 128), "num_layers": mc.get("num_layers", 2),
+                    "num_heads": mc.get("num_heads", 8), "ff": mc.get("ff", "dense"), "d_ff": mc.get("d_ff"),
+                    "ff_options": mc.get("ff_options") or {}, "options": mc.get("core_options") or {}}
+        self.agent = Agent(self.observation_space.shape, int(self.action_space.n), cores.from_config(core_cfg))
         self._template = self.agent.initial_state(1)
 
     def get_initial_state(self) -> Dict[str, np.ndarray]:

@@ -1,6 +1,14 @@
-"""Entry point: ``python -m metarl.train env=<task> agent=<core> [key=value ...]`` (Hydra)."""
+"""Entry point: ``python -m metarl.train env=<task> agent=<core> [optim=<optimiser>] [key=value ...]`` (Hydra).
+
+``env.kind`` picks the trainer from a registry (``metarl.engine.registry.TRAINERS``): ``rl`` (IMPALA, any
+runner) or the engine loop (``supervised``, ``fewshot``: the task from ``env.family``). Errors a user can
+cause (``metarl.errors.UserError``: a bad value, a missing path, an unknown name, a corrupt checkpoint)
+print one message and exit with status 2; ``HYDRA_FULL_ERROR=1`` shows the traceback.
+"""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -11,6 +19,9 @@ from omegaconf import DictConfig
 
 from . import cores
 from .config import register_configs
+from .engine import loop
+from .engine.registry import TASKS, TRAINERS, lookup, register_trainer
+from .errors import ConfigError, Interrupted, UserError
 
 register_configs()
 
@@ -22,52 +33,65 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
+@register_trainer("supervised")
+@register_trainer("fewshot")
+def train_engine_task(cfg: DictConfig, run_dir: Path) -> dict:
+    """An engine task (``env.family`` in the task registry) on the shared loop."""
+    task = lookup(TASKS, "env.family", cfg.env.family)(cfg)
+    return loop.train(task, cfg, run_dir)
+
+
 def validate(cfg: DictConfig) -> None:
-    """Value checks that a schema cannot express; each error names the key and the fix."""
-    known = cores.names() + {"rl": ["ff"], "fewshot": ["protonet"]}.get(cfg.env.kind, [])
-    if cfg.agent.name not in known:
-        raise ValueError(f"agent.name={cfg.agent.name!r} is not a core; choose one of: {', '.join(known)}")
+    """Checks that apply to every run; each error names the key and the fix. Trainers check their own."""
+    if cfg.env.kind != "fewshot" or cfg.agent.name != "protonet":  # protonet: the few-shot task's own model
+        if cfg.agent.name not in cores.names():
+            raise ConfigError(f"agent.name={cfg.agent.name!r} is not a core; choose one of: {', '.join(cores.names())}")
     if cfg.resume and not Path(cfg.resume).is_file():
-        raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint file")
+        from .errors import MissingPathError
+
+        raise MissingPathError(f"resume={cfg.resume}: no such checkpoint file; pass the checkpoint.pt of an "
+                               "earlier run (runs/<date>-<env>-<agent>/checkpoint.pt)")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     validate(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    kind = cfg.env.kind
-    if kind == "supervised":
-        from .supervised.trainer import train_supervised
-
-        metrics = train_supervised(cfg, run_dir)
-    elif kind == "rl":
-        if cfg.runner.name == "local":
-            from .rl.local import train_impala_local
-
-            metrics = train_impala_local(cfg, run_dir)
-        elif cfg.runner.name == "ray":
-            from .rl.ray_runner import train_impala_ray
-
-            metrics = train_impala_ray(cfg, run_dir)
-        else:
-            raise ValueError(f"runner.name={cfg.runner.name!r} is not a runner; known: local, ray")
-    elif kind == "fewshot":
-        from metarl.fewshot.trainer import train_fewshot
-
-        metrics = train_fewshot(cfg, run_dir)
-    else:
-        raise ValueError(f"env.kind={kind!r} has no trainer; known kinds: supervised, rl, fewshot")
-    summary = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    trainer = lookup(TRAINERS, "env.kind", cfg.env.kind)
+    metrics = trainer(cfg, Path(run_dir))
+    summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     print(f"[metarl] {cfg.env.name}/{cfg.agent.name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                             for k, v in summary.items()))
     print(f"[metarl] logs and checkpoint in {run_dir}")
     return metrics
 
 
+_composed = False  # set once Hydra has built the config: exit status 1 after that is a failure, not a bad config
+
+
 @hydra.main(config_path="pkg://metarl.configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    global _composed
+    _composed = True
+    try:
+        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except Interrupted as stop:
+        print(f"[metarl] {stop}", file=sys.stderr)
+        sys.exit(stop.exit_code)
+    except UserError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"[metarl] error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cli() -> None:
+    """``main`` with Hydra's own config errors (unknown key, wrong type, unknown group option) also exiting 2."""
+    try:
+        main()
+    except SystemExit as exit_:
+        sys.exit(2 if exit_.code == 1 and not _composed else exit_.code)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -1,4 +1,4 @@
-"""Benchmark of the few-shot trainer: training episodes/s per core on glyphs, 5-way 1-shot (sync).
+"""Benchmark of the few-shot task (metarl.fewshot.task): training episodes/s per core on glyphs, 5-way 1-shot (sync).
 
     python scripts/bench_fewshot.py                       # every core and protonet, the env=glyphs sizes
     python scripts/bench_fewshot.py --agents srwm,delta --steps 50 --threads 1
@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from metarl import cores
+from metarl.engine.optim import make_optimizer
 from metarl.fewshot.readers import load_split
-from metarl.fewshot.trainer import build_model, episode_loss, sample_batch
+from metarl.fewshot.task import build_model, episode_loss, sample_batch
 from metarl.train import compose_config
 
 
@@ -27,8 +28,7 @@ def bench(agent: str, split, steps: int, batch_size: int, overrides=()) -> dict:
     cfg = compose_config("env=glyphs", f"agent={agent}", f"env.batch_size={batch_size}", *overrides)
     torch.manual_seed(0)
     model = build_model(cfg, split.image_shape)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.env.lr, betas=tuple(cfg.env.adam_betas),
-                                 eps=cfg.env.adam_eps)
+    optimiser = make_optimizer(model, cfg.optim)  # the optimiser of the run: optim.name, lr, betas, eps
     generator = torch.Generator().manual_seed(0)
 
     def update():

@@ -64,7 +64,7 @@ def main():
     rows["actor (env + inference)"] = B * T / (time.perf_counter() - start)
 
     from metarl.rl.impala import collate
-    learner = Learner(agent, cfg.impala)
+    learner = Learner(agent, cfg.impala, cfg.optim)
     batch = collate(rollouts)
     learner.learn(batch)  # warm-up
     start = time.perf_counter()
@@ -75,7 +75,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         result = train_impala_local(cfg, Path(tmp))
-    rows["end to end (runner=local)"] = result["sps"]
+    rows["end to end (runner=local)"] = result["frames_per_s"]
 
     print(f"procgen {args.game} easy, agent={args.agent}, {n} envs, unroll {T}, batch {B}, "
           f"torch threads {torch.get_num_threads()}")

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from metarl.engine.logging import read_metrics
 from metarl.train import compose_config, run
 
 MODEL = {"core": "srwm", "d_model": 64, "num_layers": 1, "num_heads": 4, "d_ff": 128, "core_options": {"d_head": 16}}
@@ -35,8 +35,8 @@ def ours(env_name: str, frames: int, envs: int, unroll: int) -> dict:
         start = time.time()
         result = run(cfg, Path(tmp))
         seconds = time.time() - start
-        events = EventAccumulator(tmp).Reload().Scalars("charts/episodic_return")
-    curve = [(e.step, e.value) for e in events]
+        curve = [(row["step"], value) for row in read_metrics(tmp) for key, value in row.items()
+                 if key.startswith("charts/episodic_return/")]
     # every frame our actors produce is trained on (the queue blocks the actors instead of dropping)
     return {"frames": result["frames"], "frames_trained": result["frames"], "seconds": seconds,
             "frames_per_s": result["frames"] / seconds, "trained_frames_per_s": result["frames"] / seconds,

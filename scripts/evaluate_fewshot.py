@@ -1,8 +1,12 @@
 """Evaluate a few-shot checkpoint: N-way 1-shot and 5-shot query accuracy on the test classes, over
 >= 1000 episodes, with the 95% confidence interval 1.96 · std / sqrt(n) of the per-episode accuracies.
 
-    python scripts/evaluate_fewshot.py runs/<date>-glyphs-srwm/best.pt
-    python scripts/evaluate_fewshot.py runs/<run>/best.pt --shots 1,5 --episodes 2000 --root /data/omniglot
+    python scripts/evaluate_fewshot.py runs/<date>-glyphs-srwm/best-val-accuracy.pt
+    python scripts/evaluate_fewshot.py runs/<run>/best-val-accuracy.pt --shots 1,5 --episodes 2000 \
+        --root /data/omniglot
+
+The input is a checkpoint written by ``python -m metarl.train env=<few-shot env>``: ``best-val-accuracy.pt``
+(the model of the best validation accuracy, the one to report) or ``checkpoint.pt`` (the last model).
 
 A delayed-label checkpoint reports its accuracy per shot (images of the class seen before) instead.
 """
@@ -10,20 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from metarl.checkpoint import load_checkpoint
-from metarl.fewshot.trainer import build_model, dataset_names, evaluate, load_splits
+from metarl.engine.checkpoint import load_checkpoint
+from metarl.errors import CheckpointError, UserError
+from metarl.fewshot.task import build_model, dataset_names, evaluate, load_splits
 
 MIN_EPISODES = 1000
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="best.pt or checkpoint.pt written by python -m metarl.train")
+    parser.add_argument("checkpoint", help="runs/<run>/best-val-accuracy.pt (or checkpoint.pt) written by "
+                                           "python -m metarl.train")
     parser.add_argument("--shots", default="1,5", help="comma-separated K of the N-way K-shot episodes (sync)")
     parser.add_argument("--episodes", type=int, default=MIN_EPISODES, help=f"episodes per setting (>= {MIN_EPISODES})")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="class split")
@@ -40,9 +47,14 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     payload = load_checkpoint(args.checkpoint)
+    if not payload.get("config"):
+        raise CheckpointError(f"{args.checkpoint} holds no run config; pass a checkpoint written by "
+                              "python -m metarl.train")
     cfg = OmegaConf.create(payload["config"])
-    if cfg.env.get("kind") != "fewshot":
-        raise SystemExit(f"{args.checkpoint} is not a few-shot checkpoint (env.kind={cfg.env.get('kind')!r})")
+    kind = cfg.env.get("kind") if "env" in cfg else None
+    if kind != "fewshot":
+        raise CheckpointError(f"{args.checkpoint} is not a few-shot checkpoint (env.kind={kind!r}); pass the "
+                              "best-val-accuracy.pt of a run of env=glyphs|omniglot|miniimagenet|fc100")
     if args.root:
         cfg.env.root = args.root
     splits = load_splits(cfg.env, args.split)
@@ -51,7 +63,8 @@ def main(argv=None) -> dict:
     shots = [int(k) for k in args.shots.split(",")] if cfg.env.protocol == "sync" else [cfg.env.shots]
 
     print(f"{args.checkpoint}: {cfg.env.dataset} {args.split} classes, agent={cfg.agent.name}, "
-          f"protocol={cfg.env.protocol}, trained {cfg.env.ways}-way {cfg.env.shots}-shot for {payload['step']} updates")
+          f"protocol={cfg.env.protocol}, trained {cfg.env.ways}-way {cfg.env.shots}-shot for "
+          f"{payload['counters']['step']} updates")
     results = {}
     for k in shots:
         result = evaluate(model, cfg.env, splits, args.episodes, args.seed, args.batch_size, args.device, shots=k,
@@ -68,4 +81,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:  # a missing or foreign checkpoint, a wrong dataset folder: one line, exit status 2
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

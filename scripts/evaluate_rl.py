@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from metarl.checkpoint import load_checkpoint
+from metarl.engine.checkpoint import load_checkpoint
 from metarl.rl.evaluate import evaluate
 from metarl.rl.setup import build_agent, make_rl_env
 

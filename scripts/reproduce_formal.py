@@ -30,7 +30,7 @@ NAMES = {"lt": "LT", "delta": "DeltaNet", "recdelta": "RecDelta", "srwm": "SRWM"
 def train_one(language: str, model: str, seed: int, args) -> dict:
     overrides = [f"env=formal/{language}", f"agent={model}", f"agent.d_model={args.d_model}",
                  f"agent.num_layers={args.layers}", f"agent.d_ff={4 * args.d_model}", f"seed={seed}",
-                 f"env.steps={args.steps}", f"env.eval_every={args.steps}", f"env.lr={args.lr}",
+                 f"optim.steps={args.steps}", f"env.eval_every={args.steps}", f"optim.lr={args.lr}",
                  f"env.batch_size={args.batch_size}", f"env.eval_batches={args.eval_batches}", "progress=false"]
     if model != "lstm":
         overrides.append(f"agent.num_heads={args.d_model // 16}")
@@ -63,7 +63,7 @@ def main() -> None:
                 start = time.time()
                 m = train_one(language, model, seed, args)
                 row = {"language": language, "model": model, "seed": seed, "seconds": round(time.time() - start, 1),
-                       **{f"{b}_{k}": m[f"eval/{b}/{k}"] for b in ("bin0", "bin1")
+                       **{f"{b}_{k}": m[f"test/{b}/{k}"] for b in ("bin0", "bin1")
                           for k in ("sequence_accuracy", "accuracy")}}
                 results.append(row)
                 print(f"{language:12s} {NAMES[model]:9s} seed {seed}: Bin0 {row['bin0_sequence_accuracy']:.3f}  "

@@ -34,7 +34,7 @@ def train_one(task: str, positional: str, randomized: bool, seed: int, args) -> 
     overrides = [f"env=chomsky/{task}", "agent=encoder", f"agent.options.positional={positional}",
                  f"agent.options.randomized={str(randomized).lower()}", f"agent.num_layers={args.layers}",
                  f"agent.d_model={args.d_model}", f"agent.d_ff={4 * args.d_model}", f"seed={seed}",
-                 f"env.steps={args.steps}", f"env.eval_every={args.steps}", f"env.lr={args.lr}",
+                 f"optim.steps={args.steps}", f"env.eval_every={args.steps}", f"optim.lr={args.lr}",
                  f"env.batch_size={args.batch_size}", f"env.test_length_step={args.test_step}",
                  f"env.test_batch_size={args.test_batch}", "progress=false"]
     cfg = compose_config(*overrides)
@@ -68,8 +68,8 @@ def main() -> None:
                 start = time.time()
                 m = train_one(task, positional, randomized, seed, args)
                 row = {"task": task, "positional": positional, "randomized": randomized, "seed": seed,
-                       "train_accuracy": m["eval/valid/accuracy"], "score": m["eval/test/accuracy"],
-                       "per_length": m["per_length"]["test"], "seconds": round(time.time() - start, 1)}
+                       "train_accuracy": m["test/valid/accuracy"], "score": m["test/test/accuracy"],
+                       "per_length": m["test_results"]["test"]["per_length"], "seconds": round(time.time() - start, 1)}
                 results.append(row)
                 print(f"{task:18s} {positional:10s} randomized={randomized!s:5s} seed {seed}: in-distribution "
                       f"{row['train_accuracy']:.3f}, test score {row['score']:.3f} ({row['seconds']:.0f} s)", flush=True)

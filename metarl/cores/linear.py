@@ -9,29 +9,13 @@ with φ = ELU+1 (or DPFP for lt), then sum normalisation, and β_t = sigmoid(w_�
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+from ..layers.feature_maps import dpfp, elu_p1, sum_norm
 from ..ops import delta_rule, linear_attention
 from . import register
 from .base import Mixer
-
-
-def elu_p1(x: torch.Tensor) -> torch.Tensor:
-    """ELU + 1: a positive feature map, [..., d] -> [..., d]."""
-    return F.elu(x) + 1.0
-
-
-def dpfp(x: torch.Tensor, nu: int = 1) -> torch.Tensor:
-    """Deterministic parameter-free projection (Schlag et al. 2021): [..., d] -> [..., 2·d·nu]."""
-    x = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
-    rolled = torch.cat([x.roll(shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
-    return x.repeat_interleave(nu, dim=-1) * rolled if nu > 1 else x * rolled
-
-
-def sum_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Divide by the sum over the last dimension (feature maps are positive)."""
-    return x / (x.sum(-1, keepdim=True) + eps)
 
 
 FEATURE_MAPS = ("elu", "dpfp")
@@ -46,7 +30,7 @@ class _FastWeightMixer(Mixer):
                  sum_normalise=True, mode="chunk", chunk_size=32):
         super().__init__()
         if feature_map not in FEATURE_MAPS:
-            raise ValueError(f"unknown feature_map {feature_map!r}; choose one of {FEATURE_MAPS}")
+            raise ConfigError(f"unknown feature_map {feature_map!r}; choose one of {FEATURE_MAPS}")
         self.num_heads = num_heads
         self.d_head = d_head or d_model // num_heads
         self.feature_map, self.dpfp_nu = feature_map, dpfp_nu

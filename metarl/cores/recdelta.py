@@ -7,7 +7,8 @@ with y_{t-1} the previous output of the fast net and R_* recurrent slow weights,
     v_t = W_v x_t + R_v tanh(y_{t-1})              β_t = sigmoid(w_β x_t + r_β tanh(y_{t-1}))
     S_t = S_{t-1} + k_t (β_t (v_t - S_{t-1}ᵀ k_t))ᵀ       y_t = S_tᵀ q_t
 
-Inherently sequential (y_{t-1} feeds step t): a step loop. State: (S [B, H, d, d], y [B, H, d]).
+Inherently sequential (y_{t-1} feeds step t): the step loop is the op :func:`metarl.ops.rec_delta`.
+State: (S [B, H, d, d], y [B, H, d]).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import math
 import torch
 from torch import nn
 
+from ..ops import rec_delta
 from . import register
 from .base import Mixer
 
@@ -37,20 +39,9 @@ class RecurrentDeltaMixer(Mixer):
                 torch.zeros(batch_size, H, d, device=device, dtype=dtype))
 
     def forward_segment(self, x, state):
+        """x: [B, T, d_model], state (S [B, H, d, d], y [B, H, d]) -> (y [B, T, d_model], state)."""
         B, T, _ = x.shape
         H, d = self.num_heads, self.d_head
-        S, y = state
         from_input = self.qkvb(x).view(B, T, H, 3 * d + 1)  # all steps at once
-        outputs = []
-        for h_in in from_input.unbind(1):  # unbind: per-step indexing costs O(T) in backward
-            h = h_in + torch.einsum("bhd,hde->bhe", torch.tanh(y), self.R)
-            q = torch.softmax(h[..., :d], dim=-1)
-            k = torch.softmax(h[..., d:2 * d], dim=-1)
-            v = h[..., 2 * d:3 * d]
-            beta = torch.sigmoid(h[..., 3 * d:])  # [B, H, 1]
-            v_old = torch.einsum("bhkv,bhk->bhv", S, k)
-            S = S + torch.einsum("bhk,bhv->bhkv", k, beta * (v - v_old))
-            y = torch.einsum("bhkv,bhk->bhv", S, q)
-            outputs.append(y)
-        o = torch.stack(outputs, dim=1).reshape(B, T, H * d)
-        return self.out(o), (S, y)
+        o, state = rec_delta(from_input, self.R, initial_state=state)  # o: [B, T, H, d]
+        return self.out(o.reshape(B, T, H * d)), state

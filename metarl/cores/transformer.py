@@ -13,6 +13,8 @@ Positional encodings (``positional``):
 - ``"alibi"``: the linear bias ``slope_h * (j - i)`` of Press et al. (2022), geometric slopes.
 - ``"none"``: no positional information (causal masking only).
 
+The parameter-free encodings (sinusoidal, rotary, ALiBi slopes) live in :mod:`metarl.layers.positional`.
+
 ``causal=False`` makes the mixer an encoder (Ruoss et al. 2023; Delétang et al. 2023): every step attends to
 every step of its episode, later ones included (and to the valid cached steps). Resets still separate
 episodes, which is how a caller hides right padding (a reset at the first padding step). It is meant for
@@ -54,59 +56,16 @@ length generalisation), not for step-by-step rollouts; the split-equals-whole co
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+from ..layers.positional import POSITIONAL, alibi_slopes, rotary, sinusoidal_encoding
 from . import register
 from .base import Mixer
-
-POSITIONAL = ("sinusoidal", "learned", "rope", "relative", "alibi", "none")
-
-
-def _angle_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def sinusoidal_encoding(positions: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
-    """positions [...] (long) -> [..., dim]: sin(p / 10000^(2i/dim)) at feature 2i, cos at 2i+1."""
-    half = (dim + 1) // 2
-    adt = _angle_dtype(dtype)
-    freq = torch.exp(torch.arange(half, device=positions.device, dtype=adt) * (-2.0 * math.log(10000.0) / dim))
-    angle = positions.to(adt)[..., None] * freq
-    return torch.stack((angle.sin(), angle.cos()), dim=-1).flatten(-2)[..., :dim].to(dtype)
-
-
-def rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary embedding. x: [B, T, H, dh] (dh even), positions: [B, T] -> [B, T, H, dh].
-
-    Feature pairs (i, i + dh/2) are rotated by the angle ``p * base^(-2i/dh)``.
-    """
-    half = x.shape[-1] // 2
-    adt = _angle_dtype(x.dtype)
-    inv_freq = base ** (-torch.arange(half, device=x.device, dtype=adt) / half)
-    angle = positions.to(adt)[..., None] * inv_freq  # [B, T, half]
-    cos = angle.cos().to(x.dtype)[:, :, None, :]
-    sin = angle.sin().to(x.dtype)[:, :, None, :]
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-
-
-def alibi_slopes(num_heads: int) -> list[float]:
-    """The ALiBi head slopes: 2^(-8/n), 2^(-16/n), ... for n a power of two; otherwise the slopes of the
-    largest power of two below n, then every other slope of the next power of two."""
-
-    def power_of_two(n: int) -> list[float]:
-        start = 2.0 ** (-8.0 / n)
-        return [start ** (i + 1) for i in range(n)]
-
-    if num_heads & (num_heads - 1) == 0:
-        return power_of_two(num_heads)
-    lower = 2 ** int(math.floor(math.log2(num_heads)))
-    return power_of_two(lower) + power_of_two(2 * lower)[0::2][: num_heads - lower]
 
 
 @register("transformer")
@@ -137,18 +96,18 @@ class TransformerMixer(Mixer):
     ):
         super().__init__()
         if positional not in POSITIONAL:
-            raise ValueError(f"unknown positional encoding {positional!r}; valid values: {', '.join(POSITIONAL)}")
+            raise ConfigError(f"unknown positional encoding {positional!r}; valid values: {', '.join(POSITIONAL)}")
         if d_model % num_heads != 0:
-            raise ValueError(f"transformer: d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+            raise ConfigError(f"transformer: d_model ({d_model}) must be divisible by num_heads ({num_heads})")
         head_dim = d_model // num_heads
         if positional == "rope" and head_dim % 2 != 0:
-            raise ValueError(f"transformer: positional='rope' needs an even head dimension, got {head_dim}")
+            raise ConfigError(f"transformer: positional='rope' needs an even head dimension, got {head_dim}")
         if max_len < 1:
-            raise ValueError(f"transformer: max_len must be positive, got {max_len}")
+            raise ConfigError(f"transformer: max_len must be positive, got {max_len}")
         if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 1):
-            raise ValueError(f"transformer: context must be None or a positive int, got {context!r}")
+            raise ConfigError(f"transformer: context must be None or a positive int, got {context!r}")
         if not causal and context is not None:
-            raise ValueError("transformer: context (a causal window) needs causal=True")
+            raise ConfigError("transformer: context (a causal window) needs causal=True")
         self.d_model = d_model
         self.num_heads = num_heads
         self.head_dim = head_dim
@@ -217,7 +176,7 @@ class TransformerMixer(Mixer):
         room = self.max_len - seg_low
         if bool((seg_len > room).any()):
             bad = int(torch.nonzero(seg_len > room)[0, 0])
-            raise ValueError(
+            raise ConfigError(
                 f"transformer randomized positions: a segment of {int(seg_len[bad])} steps starting at position "
                 f"{int(seg_low[bad])} does not fit in max_len={self.max_len}; use a larger max_len, or run whole "
                 f"episodes in one call (randomized positions are sampled from the range left after the state)"
@@ -259,7 +218,7 @@ class TransformerMixer(Mixer):
             h = x + sinusoidal_encoding(pos, width, x.dtype)
         elif self.positional == "learned":
             if int(pos.max()) >= self.max_len:
-                raise ValueError(
+                raise ConfigError(
                     f"transformer positional='learned': position {int(pos.max())} >= max_len={self.max_len}; "
                     f"increase max_len or set context / reset episodes earlier"
                 )

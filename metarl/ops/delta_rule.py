@@ -31,14 +31,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .linear_attention import (
-    _above_diagonal,
-    _bmm_view,
-    _check_inputs,
-    _from_chunks,
-    _initial_state,
-    _to_chunks,
-)
+from .utils import above_diagonal, bmm_view, check_inputs, from_chunks, state_or_zeros, to_chunks
 
 
 def delta_rule(
@@ -63,8 +56,8 @@ def delta_rule(
     Returns:
         ``(o, final_state)`` with ``o: [B, T, H, Dv]`` and ``final_state: [B, H, Dk, Dv]``.
     """
-    _check_inputs("delta_rule", q, k, v, beta, initial_state, mode, chunk_size)
-    S0 = _initial_state(q, v, initial_state)
+    check_inputs("delta_rule", q, k, v, beta, initial_state, mode, chunk_size)
+    S0 = state_or_zeros(q, v, initial_state)
     if mode == "recurrent":
         return _delta_rule_recurrent(q, k, v, beta, S0)
     return _delta_rule_chunk(q, k, v, beta, S0, chunk_size)
@@ -84,10 +77,10 @@ def _delta_rule_recurrent(q, k, v, beta, S):
 def _delta_rule_chunk(q, k, v, beta, S0, chunk_size):
     (B, T, H, Dk), Dv = q.shape, v.shape[-1]
     C = min(chunk_size, T)  # a short sequence is one (unpadded) chunk
-    Q, K, V = (_to_chunks(x, C) for x in (q, k, v))  # [N, G=B*H, C, D]
-    b = _to_chunks(beta.unsqueeze(-1), C)  # [N, G, C, 1]
+    Q, K, V = (to_chunks(x, C) for x in (q, k, v))  # [N, G=B*H, C, D]
+    b = to_chunks(beta.unsqueeze(-1), C)  # [N, G, C, 1]
     O, S_final = _DeltaRuleChunk.apply(Q, K, V, b, S0.reshape(B * H, Dk, Dv))
-    return _from_chunks(O, B, T), S_final.view(B, H, Dk, Dv)
+    return from_chunks(O, B, T), S_final.view(B, H, Dk, Dv)
 
 
 class _DeltaRuleChunk(torch.autograd.Function):
@@ -115,13 +108,13 @@ class _DeltaRuleChunk(torch.autograd.Function):
     def forward(ctx, Q, K, V, b, S0):
         N, G, C, Dk = Q.shape
         R = torch.cat([K, V], dim=-1).mul_(b)  # diag(β) [K | V]
-        L = (R[..., :Dk] @ K.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 0), 0)
+        L = (R[..., :Dk] @ K.transpose(-1, -2)).masked_fill_(above_diagonal(C, Q.device, 0), 0)
         L.diagonal(dim1=-2, dim2=-1).fill_(1)  # unit lower triangular [N, G, C, C]
         eye = torch.eye(C, dtype=Q.dtype, device=Q.device).expand_as(L)
         L_inv = torch.linalg.solve_triangular(L, eye, upper=False, unitriangular=True)
         X = L_inv @ R  # [W | Ũ]
         W, U_tilde = X[..., :Dk], X[..., Dk:]
-        A = (Q @ K.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 1), 0)  # [N, G, C, C]
+        A = (Q @ K.transpose(-1, -2)).masked_fill_(above_diagonal(C, Q.device, 1), 0)  # [N, G, C, C]
 
         U = torch.empty_like(V)
         S_start = Q.new_empty(N + 1, G, Dk, V.shape[-1])  # the state at each chunk start, then the final one
@@ -130,7 +123,7 @@ class _DeltaRuleChunk(torch.autograd.Function):
             torch.baddbmm(U_tilde[n], W[n], S_start[n], alpha=-1, out=U[n])  # U = Ũ - W S
             torch.baddbmm(S_start[n], K[n].transpose(1, 2), U[n], out=S_start[n + 1])  # S' = S + Kᵀ U
         S_final, S_start = S_start[N].clone(), S_start[:N]
-        O = (_bmm_view(Q) @ _bmm_view(S_start)).baddbmm_(_bmm_view(A), _bmm_view(U))
+        O = (bmm_view(Q) @ bmm_view(S_start)).baddbmm_(bmm_view(A), bmm_view(U))
         ctx.save_for_backward(Q, K, V, b, R, L_inv, W, A, U, S_start)
         return O.view(V.shape), S_final
 
@@ -152,14 +145,14 @@ class _DeltaRuleChunk(torch.autograd.Function):
             )
         dS0, dS_after = dS_after[0], dS_after[1:]
 
-        dA = (dO @ U.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 1), 0)
-        Qb, Kb, dOb, dAb, Sb = (_bmm_view(x) for x in (Q, K, dO, dA, S_start))
+        dA = (dO @ U.transpose(-1, -2)).masked_fill_(above_diagonal(C, Q.device, 1), 0)
+        Qb, Kb, dOb, dAb, Sb = (bmm_view(x) for x in (Q, K, dO, dA, S_start))
         dQ = (dOb @ Sb.transpose(1, 2)).baddbmm_(dAb, Kb)
-        dK = (_bmm_view(U) @ _bmm_view(dS_after).transpose(1, 2)).baddbmm_(dAb.transpose(1, 2), Qb)
+        dK = (bmm_view(U) @ bmm_view(dS_after).transpose(1, 2)).baddbmm_(dAb.transpose(1, 2), Qb)
 
         P = L_inv.transpose(-1, -2) @ dU
-        dM = (P @ U.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 0), 0).neg_()
-        d_bK = (_bmm_view(dM) @ Kb).baddbmm_(_bmm_view(P), Sb.transpose(1, 2), alpha=-1).view(K.shape)
+        dM = (P @ U.transpose(-1, -2)).masked_fill_(above_diagonal(C, Q.device, 0), 0).neg_()
+        d_bK = (bmm_view(dM) @ Kb).baddbmm_(bmm_view(P), Sb.transpose(1, 2), alpha=-1).view(K.shape)
         dK = dK.view(K.shape).add_(dM.transpose(-1, -2) @ R[..., :Dk]).add_(b * d_bK)
         db = (d_bK * K).sum(-1, keepdim=True) + (P * V).sum(-1, keepdim=True)
         return dQ.view(Q.shape), dK, b * P, db, dS0

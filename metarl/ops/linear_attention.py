@@ -18,104 +18,17 @@ mask (diagonal included), and the chunk-start states ``S_prev`` are a prefix sum
 The chunk mode's backward pass is written by hand and is first order only: for gradients of
 gradients use ``mode="recurrent"``.
 
-The small helpers below (input checks, padding and chunking) are shared with :mod:`.delta_rule`.
+The input checks and the chunk layout are shared with :mod:`.delta_rule` (:mod:`.utils`).
 """
 from __future__ import annotations
 
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
-MODES = ("recurrent", "chunk")
-
-
-# --------------------------------------------------------------------------------------------------
-# shared helpers
-# --------------------------------------------------------------------------------------------------
-def _check_inputs(
-    op: str,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    beta: Optional[torch.Tensor],
-    initial_state: Optional[torch.Tensor],
-    mode: str,
-    chunk_size: int,
-) -> None:
-    """Raise ``ValueError`` naming the offending shapes/arguments."""
-    if mode not in MODES:
-        raise ValueError(f"{op}: unknown mode {mode!r}; expected one of {', '.join(map(repr, MODES))}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
-    if q.dim() != 4:
-        raise ValueError(f"{op}: q must be [B, T, H, Dk], got shape {tuple(q.shape)}")
-    if k.shape != q.shape:
-        raise ValueError(f"{op}: k shape {tuple(k.shape)} != q shape {tuple(q.shape)} (both [B, T, H, Dk])")
-    if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
-        raise ValueError(
-            f"{op}: v must be [B, T, H, Dv] with [B, T, H] = {tuple(q.shape[:3])} from q, "
-            f"got v shape {tuple(v.shape)}"
-        )
-    if beta is not None and beta.shape != q.shape[:3]:
-        raise ValueError(
-            f"{op}: beta must be [B, T, H] = {tuple(q.shape[:3])}, got beta shape {tuple(beta.shape)}"
-        )
-    if initial_state is not None:
-        B, _, H, Dk = q.shape
-        want = (B, H, Dk, v.shape[-1])
-        if tuple(initial_state.shape) != want:
-            raise ValueError(
-                f"{op}: initial_state must be [B, H, Dk, Dv] = {want}, "
-                f"got shape {tuple(initial_state.shape)}"
-            )
+from .utils import above_diagonal, bmm_view, check_inputs, from_chunks, state_or_zeros, to_chunks
 
 
-def _initial_state(q: torch.Tensor, v: torch.Tensor, initial_state: Optional[torch.Tensor]) -> torch.Tensor:
-    """``initial_state`` or zeros ``[B, H, Dk, Dv]`` in q's dtype/device."""
-    if initial_state is not None:
-        return initial_state
-    B, _, H, Dk = q.shape
-    return q.new_zeros(B, H, Dk, v.shape[-1])
-
-
-def _to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """``[B, T, H, ...]`` -> ``[N, B*H, C, ...]`` (chunk-major, contiguous), zero-padding T up to ``N * C``.
-
-    Chunk-major so that the sequential loops over chunks read and write contiguous slices ``x[n]``
-    (strided slices make CPU batched matmuls fall back to one small GEMM per batch entry).
-    """
-    B, T, H = x.shape[:3]
-    pad = (-T) % chunk_size
-    if pad:
-        # F.pad counts dims from the last one; pad only the time dimension (dim 1).
-        x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
-    x = x.reshape(B, -1, chunk_size, H, *x.shape[3:])  # [B, N, C, H, ...]
-    x = x.movedim(3, 1).movedim(2, 0)  # [N, B, H, C, ...]
-    return x.contiguous().flatten(1, 2)
-
-
-def _from_chunks(x: torch.Tensor, B: int, T: int) -> torch.Tensor:
-    """``[N, B*H, C, D]`` -> ``[B, T, H, D]``, dropping the padding."""
-    N, G, C, D = x.shape
-    x = x.view(N, B, G // B, C, D).movedim(0, 1).movedim(3, 2)  # [B, N, C, H, D]
-    return x.reshape(B, N * C, G // B, D)[:, :T]
-
-
-def _bmm_view(x: torch.Tensor) -> torch.Tensor:
-    """``[N, G, R, D]`` -> ``[N*G, R, D]`` (a view) for ``torch.bmm``/``baddbmm``."""
-    return x.flatten(0, 1)
-
-
-def _above_diagonal(C: int, device, diagonal: int) -> torch.Tensor:
-    """``[C, C]`` bool mask of the entries to zero with ``masked_fill_``: ``triu(diagonal)``. With
-    ``diagonal=1`` what is left is the causal lower triangle (diagonal included), with 0 the strict one."""
-    return torch.ones(C, C, dtype=torch.bool, device=device).triu(diagonal)
-
-
-# --------------------------------------------------------------------------------------------------
-# linear attention
-# --------------------------------------------------------------------------------------------------
 def linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -136,8 +49,8 @@ def linear_attention(
     Returns:
         ``(o, final_state)`` with ``o: [B, T, H, Dv]`` and ``final_state: [B, H, Dk, Dv]``.
     """
-    _check_inputs("linear_attention", q, k, v, None, initial_state, mode, chunk_size)
-    S0 = _initial_state(q, v, initial_state)
+    check_inputs("linear_attention", q, k, v, None, initial_state, mode, chunk_size)
+    S0 = state_or_zeros(q, v, initial_state)
     if mode == "recurrent":
         return _linear_attention_recurrent(q, k, v, S0)
     return _linear_attention_chunk(q, k, v, S0, chunk_size)
@@ -155,9 +68,9 @@ def _linear_attention_recurrent(q, k, v, S):
 def _linear_attention_chunk(q, k, v, S0, chunk_size):
     (B, T, H, Dk), Dv = q.shape, v.shape[-1]
     C = min(chunk_size, T)  # a short sequence is one (unpadded) chunk
-    Q, K, V = (_to_chunks(x, C) for x in (q, k, v))  # [N, G=B*H, C, D]
+    Q, K, V = (to_chunks(x, C) for x in (q, k, v))  # [N, G=B*H, C, D]
     O, S_final = _LinearAttentionChunk.apply(Q, K, V, S0.reshape(B * H, Dk, Dv))
-    return _from_chunks(O, B, T), S_final.view(B, H, Dk, Dv)
+    return from_chunks(O, B, T), S_final.view(B, H, Dk, Dv)
 
 
 class _LinearAttentionChunk(torch.autograd.Function):
@@ -181,14 +94,14 @@ class _LinearAttentionChunk(torch.autograd.Function):
     @staticmethod
     def forward(ctx, Q, K, V, S0):
         N, G, C, Dk = Q.shape
-        A = (Q @ K.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 1), 0)  # [N, G, C, C]
+        A = (Q @ K.transpose(-1, -2)).masked_fill_(above_diagonal(C, Q.device, 1), 0)  # [N, G, C, C]
         KV = K.transpose(-1, -2) @ V  # [N, G, Dk, Dv]
         S_start = torch.empty_like(KV)  # the state at the start of each chunk
         S_start[0] = S0
         for n in range(1, N):
             torch.add(S_start[n - 1], KV[n - 1], out=S_start[n])
         S_final = S_start[-1] + KV[-1]
-        O = (_bmm_view(Q) @ _bmm_view(S_start)).baddbmm_(_bmm_view(A), _bmm_view(V))
+        O = (bmm_view(Q) @ bmm_view(S_start)).baddbmm_(bmm_view(A), bmm_view(V))
         ctx.save_for_backward(Q, K, V, A, S_start)
         return O.view(V.shape), S_final
 
@@ -205,9 +118,9 @@ class _LinearAttentionChunk(torch.autograd.Function):
             torch.add(dS_after[n], dS_local[n], out=dS_after[n - 1])
         dS0 = dS_after[0] + dS_local[0]
 
-        dA = (dO @ V.transpose(-1, -2)).masked_fill_(_above_diagonal(C, Q.device, 1), 0)
-        Qb, Kb, Vb, Ab, dOb, dAb = (_bmm_view(x) for x in (Q, K, V, A, dO, dA))
-        dQ = (dOb @ _bmm_view(S_start).transpose(1, 2)).baddbmm_(dAb, Kb)
-        dK = (Vb @ _bmm_view(dS_after).transpose(1, 2)).baddbmm_(dAb.transpose(1, 2), Qb)
-        dV = (Kb @ _bmm_view(dS_after)).baddbmm_(Ab.transpose(1, 2), dOb)
+        dA = (dO @ V.transpose(-1, -2)).masked_fill_(above_diagonal(C, Q.device, 1), 0)
+        Qb, Kb, Vb, Ab, dOb, dAb = (bmm_view(x) for x in (Q, K, V, A, dO, dA))
+        dQ = (dOb @ bmm_view(S_start).transpose(1, 2)).baddbmm_(dAb, Kb)
+        dK = (Vb @ bmm_view(dS_after).transpose(1, 2)).baddbmm_(dAb.transpose(1, 2), Qb)
+        dV = (Kb @ bmm_view(dS_after)).baddbmm_(Ab.transpose(1, 2), dOb)
         return dQ.view(Q.shape), dK.view(K.shape), dV.view(V.shape), dS0

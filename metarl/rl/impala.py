@@ -14,11 +14,12 @@ The two halves talk only through plain data, so they run in threads of one proce
   plus ``episodes``, the records of the episodes that finished during the unroll.
 - ``Learner.learn(batch)`` takes rollouts concatenated along N (``collate``), runs the agent over the
   ``T + 1`` steps from ``initial_state`` (gradients through the whole unroll), computes V-trace and takes
-  one RMSProp step; ``Learner.weights()`` gives the parameters to publish with a version number.
+  one optimiser step; ``Learner.weights()`` gives the parameters to publish with a version number.
 """
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Optional
 
 import numpy as np
@@ -26,6 +27,8 @@ import torch
 from torch import nn
 
 from ..cores import detach_state, map_state
+from ..engine.optim import Schedule, clip_gradients, make_optimizer
+from ..errors import NonFiniteLossError
 from . import losses, vtrace
 
 
@@ -94,24 +97,22 @@ def collate(rollouts: list) -> dict:
 
 
 class Learner:
-    """V-trace actor-critic updates with RMSProp, gradient-norm clipping and a linear decay to 0.
+    """V-trace actor-critic updates with the ``optim`` group's optimiser, schedule and clipping (IMPALA's
+    setting, ``optim=rmsprop``: RMSProp, lr decayed linearly to 0 over the run, norm clip 40).
 
-    cfg needs: lr, rmsprop_alpha, rmsprop_eps, rmsprop_momentum, grad_norm_clip, entropy_cost,
-    baseline_cost, gamma, reward_clip, total_frames, unroll_length.
+    impala needs: total_frames, unroll_length, batch_size, entropy_cost, baseline_cost, gamma, reward_clip.
+    The schedule runs over total_frames / (batch_size · unroll_length) updates.
     """
 
-    def __init__(self, agent: nn.Module, cfg, device: str = "cpu"):
+    def __init__(self, agent: nn.Module, impala, optim, device: str = "cpu"):
         self.agent = agent.to(device)
-        self.cfg = cfg
+        self.cfg, self.optim = impala, optim
         self.device = device
-        self.optimizer = torch.optim.RMSprop(agent.parameters(), lr=cfg.lr, alpha=cfg.rmsprop_alpha,
-                                             eps=cfg.rmsprop_eps, momentum=cfg.rmsprop_momentum)
+        self.optimizer = make_optimizer(agent, optim)
+        frames_per_update = impala.batch_size * impala.unroll_length
+        self.schedule = Schedule(optim, total_steps=math.ceil(impala.total_frames / frames_per_update))
         self.frames = 0  # env frames learned from
         self.updates = 0
-
-    def learning_rate(self) -> float:
-        """Linear decay from cfg.lr to 0 over cfg.total_frames (a function of the frame counter only)."""
-        return self.cfg.lr * max(0.0, 1.0 - self.frames / max(self.cfg.total_frames, 1))
 
     def weights(self) -> dict:
         """A CPU copy of the parameters for actors."""
@@ -137,32 +138,22 @@ class Learner:
         aux_loss = self.agent.aux_loss()
         total = pg_loss + baseline_loss + entropy_loss + aux_loss
         if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"non-finite loss at update {self.updates} (policy {pg_loss.item()}, baseline "
-                f"{baseline_loss.item()}, entropy {entropy_loss.item()}); lower impala.lr or check the rewards")
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate()
+            raise NonFiniteLossError(
+                f"non-finite loss at update {self.updates + 1} (policy {pg_loss.item()}, baseline "
+                f"{baseline_loss.item()}, entropy {entropy_loss.item()}); lower optim.lr or check the rewards")
+        lr = self.schedule.apply(self.optimizer, self.updates + 1)
         self.optimizer.zero_grad()
         total.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.grad_norm_clip)
+        grad_norm = clip_gradients(self.agent.parameters(), self.optim.grad_clip)
         self.optimizer.step()
         self.frames += batch["action"].numel()
         self.updates += 1
         return {
             "losses/total": total.item(), "losses/policy": pg_loss.item(), "losses/baseline": baseline_loss.item(),
             "losses/entropy": entropy_loss.item(), "losses/aux": float(aux_loss),
-            "losses/grad_norm": float(grad_norm), "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
+            "charts/grad_norm": grad_norm, "charts/learning_rate": lr,
             "charts/policy_lag": self.updates - 1 - batch["version"],
         }
-
-    def state_dict(self) -> dict:
-        return {"model": self.agent.state_dict(), "optimiser": self.optimizer.state_dict(),
-                "frames": self.frames, "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.agent.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimiser"])
-        self.frames, self.updates = int(state["frames"]), int(state["updates"])
 
 
 def clone_for_acting(agent: nn.Module) -> nn.Module:

@@ -10,24 +10,22 @@
   that do not start within ``runner.start_timeout_s``, stop the run with a message saying what was asked
   and what the cluster has.
 - A crashed actor (killed process, env exception) is replaced and training goes on; restarts are logged
-  and counted in tensorboard (``charts/actor_restarts``). Checkpoints are written atomically.
+  and counted (``charts/actor_restarts``). Checkpoints are written atomically.
 """
 from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
+from ..errors import ResourceError
 from .impala import Learner, collate
-from .local import EpisodeStats, final_evaluation
-from .setup import build_agent, make_rl_env, resume_learner, rollouts_per_update, save_learner
+from .monitor import RunMonitor
+from .setup import build_agent, make_rl_env, resume_learner, rollouts_per_update
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +80,7 @@ def actor_resources(runner: DictConfig, cluster: dict) -> dict:
     asked_cpus = runner.num_actors * per_actor + learner_cpus
     asked_gpus = runner.num_actors * runner.actor_gpus
     if per_actor <= 0 or asked_cpus > cpus_total + 1e-9 or asked_gpus > gpus_total + 1e-9:
-        raise RuntimeError(
+        raise ResourceError(
             f"runner=ray asks for {runner.num_actors} actors x {per_actor} CPU + {runner.actor_gpus} GPU and "
             f"{learner_cpus} CPU for the learner ({asked_cpus:g} CPU, {asked_gpus:g} GPU in all), but the cluster "
             f"has {cpus_total:g} CPU and {gpus_total:g} GPU. Lower runner.num_actors, runner.actor_cpus or "
@@ -94,8 +92,6 @@ def train_impala_ray(cfg: DictConfig, run_dir: Path, on_update: Optional[Callabl
     """Train with Ray actors; ``on_update(learner, runner_state)`` is called after every update (tests)."""
     impala, runner = cfg.impala, cfg.runner
     torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     per_update = rollouts_per_update(cfg)
     ray = init_ray(runner)
     resources = actor_resources(runner, ray.cluster_resources())
@@ -103,7 +99,7 @@ def train_impala_ray(cfg: DictConfig, run_dir: Path, on_update: Optional[Callabl
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
 
     probe = make_rl_env(cfg.env, 1, seed=cfg.seed)
-    learner = Learner(build_agent(cfg, probe), impala, device=cfg.device)
+    learner = Learner(build_agent(cfg, probe), impala, cfg.optim, device=cfg.device)
     probe.close()
     resume_learner(cfg, learner)
 
@@ -114,68 +110,46 @@ def train_impala_ray(cfg: DictConfig, run_dir: Path, on_update: Optional[Callabl
     ready, pending = ray.wait([w.ready.remote() for w in workers], num_returns=len(workers),
                               timeout=runner.start_timeout_s)
     if pending:
-        raise RuntimeError(f"only {len(ready)} of {runner.num_actors} Ray actors started within "
-                           f"{runner.start_timeout_s} s (each asks {resources}); the cluster has "
-                           f"{ray.available_resources()} available. Lower runner.num_actors or runner.actor_cpus.")
+        raise ResourceError(f"only {len(ready)} of {runner.num_actors} Ray actors started within "
+                            f"{runner.start_timeout_s} s (each asks {resources}); the cluster has "
+                            f"{ray.available_resources()} available. Lower runner.num_actors or runner.actor_cpus.")
 
     state = {"restarts": 0, "workers": workers, "version": 0}
     weights_ref = ray.put(learner.weights())
     in_flight = {w.unroll.remote(weights_ref, 0): i for i, w in enumerate(workers)}
-    writer = SummaryWriter(str(run_dir))
-    stats = EpisodeStats()
-    bar = tqdm(total=impala.total_frames, initial=learner.frames, unit="frames", disable=not cfg.progress,
-               desc=f"{cfg.env.name}/{cfg.agent.name} (ray)")
-    start_time, start_frames, last_checkpoint = time.time(), learner.frames, time.time()
-    metrics, batch = {}, []
-    checkpoint = lambda: save_learner(run_dir, learner, cfg)
+    batch = []
     try:
-        while learner.frames < impala.total_frames:
-            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=runner.rollout_timeout_s)
-            if not done:
-                raise RuntimeError(f"no rollout arrived for {runner.rollout_timeout_s} s from "
-                                   f"{len(in_flight)} Ray actors; the cluster has {ray.available_resources()} free")
-            ref = done[0]
-            index = in_flight.pop(ref)
-            try:
-                rollout = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
-                state["restarts"] += 1
-                log.warning("Ray actor %d failed (%s); starting a replacement (restart %d)",
-                            index, type(err).__name__, state["restarts"])
-                ray.kill(state["workers"][index], no_restart=True)
-                state["workers"][index] = start(index, state["restarts"])
-                writer.add_scalar("charts/actor_restarts", state["restarts"], learner.frames)
+        with RunMonitor(cfg, run_dir, learner, desc=f"{cfg.env.name}/{cfg.agent.name} (ray)") as monitor:
+            while learner.frames < impala.total_frames:
+                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=runner.rollout_timeout_s)
+                if not done:
+                    raise ResourceError(f"no rollout arrived for {runner.rollout_timeout_s} s from "
+                                        f"{len(in_flight)} Ray actors; the cluster has {ray.available_resources()} "
+                                        "free. Raise runner.rollout_timeout_s or lower runner.num_actors")
+                ref = done[0]
+                index = in_flight.pop(ref)
+                try:
+                    rollout = ray.get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
+                    state["restarts"] += 1
+                    log.warning("Ray actor %d failed (%s); starting a replacement (restart %d)",
+                                index, type(err).__name__, state["restarts"])
+                    ray.kill(state["workers"][index], no_restart=True)
+                    state["workers"][index] = start(index, state["restarts"])
+                    in_flight[state["workers"][index].unroll.remote(weights_ref, state["version"])] = index
+                    continue
                 in_flight[state["workers"][index].unroll.remote(weights_ref, state["version"])] = index
-                continue
-            in_flight[state["workers"][index].unroll.remote(weights_ref, state["version"])] = index
-            batch.append(rollout)
-            if len(batch) < per_update:
-                continue
-            batch, rollouts = [], collate(batch)
-            metrics = learner.learn(rollouts)
-            state["version"] += 1
-            weights_ref = ray.put(learner.weights())
-            stats.add(rollouts["episodes"], writer, learner.frames)
-            metrics["charts/sps"] = (learner.frames - start_frames) / max(time.time() - start_time, 1e-9)
-            metrics["charts/actor_restarts"] = state["restarts"]
-            for key, value in metrics.items():
-                writer.add_scalar(key, value, learner.frames)
-            bar.update(rollouts["action"].numel())
-            bar.set_postfix_str(f"{metrics['charts/sps']:.0f} fps restarts={state['restarts']} " +
-                                " ".join(f"{k}={v:.2f}" for k, v in stats.summary().items()))
-            if on_update is not None:
-                on_update(learner, state)
-            if time.time() - last_checkpoint > 60 * cfg.checkpoint_minutes:
-                checkpoint()
-                last_checkpoint = time.time()
+                batch.append(rollout)
+                if len(batch) < per_update:
+                    continue
+                batch, rollouts = [], collate(batch)
+                metrics = learner.learn(rollouts)
+                state["version"] += 1
+                weights_ref = ray.put(learner.weights())
+                monitor.after_update(metrics, rollouts, **{"charts/actor_restarts": state["restarts"]})
+                if on_update is not None:
+                    on_update(learner, state)
     finally:
-        checkpoint()
-        bar.close()
         for w in state["workers"]:
             ray.kill(w, no_restart=True)
-    result = {"frames": learner.frames, "updates": learner.updates, "sps": metrics.get("charts/sps", 0.0),
-              "actor_restarts": state["restarts"], "recent_return": stats.summary()}
-    if impala.eval_episodes > 0:
-        result["evaluation"] = final_evaluation(cfg, learner.agent, writer)
-    writer.close()
-    return result
+    return monitor.finish(actor_restarts=state["restarts"])

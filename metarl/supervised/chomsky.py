@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from .tasks import IGNORE, Batch, LazyBatches, Task, pad_batch, python_rng
+from ..engine import TaskConfig
+from .sequence import register_sequence_task
+from .tasks import IGNORE, Batch, LazyBatches, SequenceTask, pad_batch, python_rng
 
 Example = Tuple[List[int], List[int]]  # (input tokens, output classes)
 PLUS, MINUS, TIMES, OPEN, CLOSE, X, EQUALS = 5, 6, 7, 8, 9, 10, 11  # arithmetic tokens after the digits 0-4
@@ -175,7 +177,7 @@ TASKS: Dict[str, Spec] = {
 }
 
 
-class ChomskyTask(Task):
+class ChomskyTask(SequenceTask):
     """One of ``TASKS`` with train lengths ``train_lengths`` and test lengths ``test_lengths`` (inclusive, every
     ``test_length_step``-th), ``test_batch_size`` sequences per test length."""
 
@@ -226,3 +228,22 @@ class ChomskyTask(Task):
 def from_config(env) -> ChomskyTask:
     return ChomskyTask(env.task, tuple(env.train_lengths), tuple(env.test_lengths), env.test_length_step,
                        env.test_batch_size, env.eval_batch_size)
+
+
+@dataclass
+class ChomskyEnvConfig(TaskConfig):
+    """``env=chomsky/<task>``: length generalisation; outputs read at appended empty tokens."""
+
+    name: str = "chomsky"  # run name
+    family: str = "chomsky"  # registered task (metarl.engine.registry.TASKS)
+    task: str = "reverse_string"  # one of the 15 tasks (metarl.supervised.chomsky.TASKS)
+    train_lengths: List[int] = field(default_factory=lambda: [1, 40])  # input lengths to train on (inclusive)
+    test_lengths: List[int] = field(default_factory=lambda: [41, 500])  # input lengths to test on (inclusive)
+    test_length_step: int = 10  # test every k-th length of test_lengths (1: all 460, as in the paper; slow on a CPU)
+    test_batch_size: int = 8  # sequences per test length (a length-500 batch holds up to 1500 tokens per sequence)
+    batch_size: int = 32  # sequences per update (one length per batch)
+    eval_every: int = 500  # updates between in-distribution evaluations (the test lengths only at the end)
+    eval_batch_size: int = 16  # sequences per train length in the in-distribution evaluation
+
+
+register_sequence_task("chomsky", ChomskyEnvConfig, from_config)

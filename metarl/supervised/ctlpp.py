@@ -20,11 +20,14 @@ split is ``test_size`` distinct samples of the OOD rule, none of which follows t
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .tasks import IGNORE, Batch, Task, pad_batch, python_rng
+from ..engine import TaskConfig
+from .sequence import register_sequence_task
+from .tasks import IGNORE, Batch, SequenceTask, pad_batch, python_rng
 
 VARIANTS = ("r", "a", "s")
 
@@ -48,7 +51,7 @@ def follows(variant: str, split: str, groups: Sequence[str]) -> bool:
     return alternates and crosses
 
 
-class CTLPPTask(Task):
+class CTLPPTask(SequenceTask):
     """Variant ``variant`` (r | a | s) of CTL++. Tokens: functions 0..F-1, symbols F..F+S-1, the query token,
     padding. Classes: the S symbols. ``data_seed`` fixes the functions, groups and test splits."""
 
@@ -148,3 +151,23 @@ class CTLPPTask(Task):
 def from_config(env) -> CTLPPTask:
     return CTLPPTask(env.variant, env.num_symbols, env.num_functions, tuple(env.chain_lengths), env.overlap,
                      env.test_size, env.data_seed, env.batch_size)
+
+
+@dataclass
+class CTLPPEnvConfig(TaskConfig):
+    """``env=ctlpp/<variant>``: chains of bijections, IID and OOD (never-seen group pattern) splits."""
+
+    name: str = "ctlpp"  # run name
+    family: str = "ctlpp"  # registered task (metarl.engine.registry.TASKS)
+    variant: str = "r"  # r (train within groups) | a (train across groups) | s (shared group o)
+    num_symbols: int = 8  # symbols the functions act on (chance accuracy 1/num_symbols)
+    num_functions: int = 32  # random bijections
+    chain_lengths: List[int] = field(default_factory=lambda: [2, 6])  # functions per chain (inclusive)
+    overlap: int = 8  # variant s: functions in the shared group o
+    test_size: int = 1000  # samples in each of the IID and OOD test splits
+    data_seed: int = 0  # seed of the functions, groups and test splits
+    batch_size: int = 64  # chains per update (and per evaluation batch)
+    eval_every: int = 500  # updates between IID evaluations (OOD is tested once, at the end)
+
+
+register_sequence_task("ctlpp", CTLPPEnvConfig, from_config)

@@ -31,12 +31,14 @@ parity string); the bins hold every valid length with equal probability.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Tuple
 
 import torch
 
-from .tasks import Batch, Task, pad_batch, python_rng
+from ..engine import TaskConfig
+from .sequence import register_sequence_task
+from .tasks import Batch, SequenceTask, pad_batch, python_rng
 
 END = "$"  # the last output: the string may end here
 
@@ -165,7 +167,7 @@ LANGUAGES: Dict[str, Language] = {
 }
 
 
-class FormalLanguageTask(Task):
+class FormalLanguageTask(SequenceTask):
     """Character prediction on one of ``LANGUAGES``: train on ``train_lengths`` (Bin0), test on
     ``test_lengths`` (Bin1), both inclusive ranges of string lengths.
 
@@ -215,3 +217,20 @@ class FormalLanguageTask(Task):
 def from_config(env) -> FormalLanguageTask:
     return FormalLanguageTask(env.language, tuple(env.train_lengths), tuple(env.test_lengths), env.batch_size,
                               env.eval_batches)
+
+
+@dataclass
+class FormalEnvConfig(TaskConfig):
+    """``env=formal/<language>``: character prediction on a formal language; train on Bin0, test on Bin1."""
+
+    name: str = "formal"  # run name
+    family: str = "formal"  # registered task (metarl.engine.registry.TASKS)
+    language: str = "parity"  # parity | aa_star | abab_star | counter2 | counter3 | shuffle2 | dyck1 | reset_dyck1
+    train_lengths: List[int] = field(default_factory=lambda: [1, 50])  # Bin0: string lengths to train on (inclusive)
+    test_lengths: List[int] = field(default_factory=lambda: [51, 100])  # Bin1: string lengths to test on (inclusive)
+    batch_size: int = 32  # strings per update (and per evaluation batch)
+    eval_every: int = 500  # updates between Bin0 evaluations (Bin1 is tested once, at the end)
+    eval_batches: int = 8  # batches per bin
+
+
+register_sequence_task("formal", FormalEnvConfig, from_config)

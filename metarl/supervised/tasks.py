@@ -14,6 +14,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
+from ..engine import TaskConfig
+from ..errors import ConfigError
+
 IGNORE = -100  # class target of positions without a target
 
 
@@ -91,7 +94,7 @@ class LazyBatches:
             yield self.make(arg, torch.Generator().manual_seed(self.seed + i))
 
 
-class Task:
+class SequenceTask:
     """Defaults of the task protocol (see the module docstring)."""
 
     multilabel = False
@@ -106,7 +109,7 @@ class Task:
         return {"valid": [self.sample(self.eval_batch_size, generator) for _ in range(self.eval_batches)]}
 
 
-class RecallTask(Task):
+class RecallTask(SequenceTask):
     """The cue at step 0 must be output at every later step, while the inputs there are distractors.
 
     Tokens 0..num_cues-1 are cues, the next num_distractors are distractors. Needs memory: without it
@@ -116,7 +119,7 @@ class RecallTask(Task):
     def __init__(self, num_cues: int = 8, num_distractors: int = 8, length: int = 32, eval_batch_size: int = 32,
                  eval_batches: int = 8):
         if num_cues < 2 or num_distractors < 1 or length < 2:
-            raise ValueError(f"recall task needs num_cues >= 2, num_distractors >= 1, length >= 2; "
+            raise ConfigError(f"recall task needs num_cues >= 2, num_distractors >= 1, length >= 2; "
                              f"got {num_cues}, {num_distractors}, {length}")
         self.num_cues, self.num_distractors, self.length = num_cues, num_distractors, length
         self.vocab_size = num_cues + num_distractors
@@ -130,3 +133,21 @@ class RecallTask(Task):
         targets = cues.unsqueeze(1).repeat(1, self.length)
         targets[:, 0] = IGNORE
         return Batch(tokens, targets, targets != IGNORE, length=self.length)
+
+
+@dataclass
+class RecallEnvConfig(TaskConfig):
+    """``env=recall``: recall the cue shown at the first step after ``length - 1`` distractors."""
+
+    name: str = "recall"  # run name
+    family: str = "recall"  # registered task (metarl.engine.registry.TASKS)
+    num_cues: int = 8  # cue tokens (chance accuracy is 1/num_cues)
+    num_distractors: int = 8  # distractor tokens
+    length: int = 32  # sequence length
+    batch_size: int = 32  # sequences per update
+    eval_every: int = 100  # updates between evaluations
+    eval_batches: int = 8  # batches per evaluation
+
+
+def recall_from_config(env) -> RecallTask:
+    return RecallTask(env.num_cues, env.num_distractors, env.length, env.batch_size, env.eval_batches)

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from metarl import cores
 from metarl.agents import Agent
 
 
@@ -13,10 +14,10 @@ def inputs(B=2, T=5, obs_shape=(6,), num_actions=3, seed=0):
             torch.zeros(B, T, dtype=torch.bool))
 
 
-@pytest.mark.parametrize("core", [None, "lstm", "srwm", "delta", "transformer"])
+@pytest.mark.parametrize("core", ["mlp", "lstm", "srwm", "delta", "transformer"])
 def test_shapes_and_state(core):
-    agent = Agent((6,), 3, core_name=core, d_model=32, num_layers=1, num_heads=2, d_ff=64,
-                  core_options={"d_head": 16} if core == "srwm" else {})
+    agent = Agent((6,), 3, cores.make(core, d_model=32, num_layers=1, num_heads=2, d_ff=64,
+                                      **({"d_head": 16} if core == "srwm" else {})))
     obs, pa, pr, reset = inputs()
     logits, values, state = agent(obs, pa, pr, reset, agent.initial_state(2))
     assert logits.shape == (2, 5, 3) and values.shape == (2, 5)
@@ -27,15 +28,14 @@ def test_shapes_and_state(core):
 
 
 def test_impala_cnn_on_procgen_frames():
-    agent = Agent((64, 64, 3), 15, core_name="srwm", d_model=128, num_layers=2, num_heads=8, d_ff=512,
-                  core_options={"d_head": 16})
+    agent = Agent((64, 64, 3), 15, cores.make("srwm", d_model=128, num_layers=2, num_heads=8, d_ff=512, d_head=16))
     obs, pa, pr, reset = inputs(B=2, T=3, obs_shape=(64, 64, 3), num_actions=15)
     logits, values, _ = agent(obs, pa, pr, reset)
     assert logits.shape == (2, 3, 15) and values.shape == (2, 3)
 
 
 def test_previous_action_and_reward_are_zeroed_at_reset():
-    agent = Agent((6,), 3, core_name=None, d_model=16)
+    agent = Agent((6,), 3, cores.make("mlp", d_model=16, num_layers=1, ff="none"))
     obs, pa, pr, _ = inputs(B=1, T=1)
     reset = torch.ones(1, 1, dtype=torch.bool)
     a, _, _ = agent(obs, pa, pr, reset)
@@ -46,8 +46,8 @@ def test_previous_action_and_reward_are_zeroed_at_reset():
 @pytest.mark.parametrize("truncate, expect_wq_grad", [(False, True), (True, False)])
 def test_truncate_grad_each_step_leaves_only_wy_with_gradient(truncate, expect_wq_grad):
     torch.manual_seed(0)
-    agent = Agent((6,), 3, core_name="srwm", d_model=16, num_layers=1, num_heads=1, d_ff=32,
-                  core_options={"d_head": 16}, truncate_grad_each_step=truncate)
+    agent = Agent((6,), 3, cores.make("srwm", d_model=16, num_layers=1, num_heads=1, d_ff=32, d_head=16),
+                  truncate_grad_each_step=truncate)
     obs, pa, pr, reset = inputs(T=6)
     logits, values, _ = agent(obs, pa, pr, reset)
     (logits.sum() + values.sum()).backward()

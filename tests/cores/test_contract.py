@@ -8,6 +8,7 @@ from metarl.testing import assert_close
 D_MODEL = 16
 OPTIONS = {  # small but complete configurations (two layers each)
     "lstm": {},
+    "mlp": {"d_hidden": 24},
     "lt": {"feature_map": "elu"},
     "lt_dpfp": {"feature_map": "dpfp", "dpfp_nu": 2, "chunk_size": 4},
     "delta": {"chunk_size": 4},
@@ -82,6 +83,20 @@ def test_srwm_gradient_reaches_all_four_initial_matrices_through_carried_state()
         for i, block in enumerate(core.blocks):
             grad = getattr(block.mixer, name).grad
             assert grad is not None and grad.abs().sum() > 0, f"layer {i} {name}"
+
+
+def test_empty_state_through_the_reset_machinery():
+    """A memoryless mixer's state ``()`` passes map_state, where_reset, detach_state and run_with_resets."""
+    from metarl.cores.base import detach_state, map_state, run_with_resets, where_reset
+
+    mask = torch.tensor([True, False])
+    assert map_state(torch.add, (), ()) == () and detach_state(((), ())) == ((), ())
+    assert where_reset(mask, (), ()) == () and where_reset(mask, ((), ()), ((), ())) == ((), ())
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    reset = torch.zeros(2, 5, dtype=torch.bool)
+    reset[0, 2] = True
+    y, state = run_with_resets(lambda seg, s: (2 * seg, s), x, (), reset, lambda: ())
+    assert state == () and torch.equal(y, 2 * x)
 
 
 def test_unknown_core_lists_known_ones():

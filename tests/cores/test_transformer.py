@@ -7,7 +7,8 @@ import torch
 
 from metarl.cores import make
 from metarl.cores.base import where_reset
-from metarl.cores.transformer import POSITIONAL, TransformerMixer, alibi_slopes
+from metarl.cores.transformer import TransformerMixer
+from metarl.layers.positional import POSITIONAL, alibi_slopes
 from metarl.testing import assert_close
 
 RTOL = 1e-9

@@ -7,17 +7,17 @@ import pytest
 
 from metarl.train import compose_config, run
 
-SMALL = ["env.backbone_channels=[16,16,16,16]", "env.batch_size=32", "env.lr=1e-3", "env.eval_episodes=100",
+SMALL = ["env.backbone_channels=[16,16,16,16]", "env.batch_size=32", "optim.lr=1e-3", "env.eval_episodes=100",
          "env.test_episodes=500", "progress=false", "threads=1", "seed=0"]
 CORE = ["agent.d_model=64", "agent.num_layers=1", "agent.num_heads=4", "agent.d_ff=128"]
 
 
 @pytest.mark.parametrize("agent, overrides", [
-    ("srwm", [*CORE, "env.steps=500", "env.eval_every=500"]),
-    ("delta", [*CORE, "env.steps=500", "env.eval_every=500"]),
-    ("protonet", ["env.steps=60", "env.eval_every=60"]),
+    ("srwm", [*CORE, "optim.steps=500", "env.eval_every=500"]),
+    ("delta", [*CORE, "optim.steps=500", "env.eval_every=500"]),
+    ("protonet", ["optim.steps=60", "env.eval_every=60"]),
 ])
 def test_five_way_one_shot_on_glyphs(tmp_path, agent, overrides):
     cfg = compose_config("env=glyphs", f"agent={agent}", *SMALL, *overrides)
     metrics = run(cfg, tmp_path)
-    assert metrics["test/accuracy"] - 2 * metrics["test/ci95"] > 0.35, metrics
+    assert metrics["test/test/accuracy"] - 2 * metrics["test/test/ci95"] > 0.35, metrics

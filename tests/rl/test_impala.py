@@ -3,6 +3,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from metarl.engine.logging import read_metrics
 from metarl.train import compose_config, run
 
 SMALL = ["agent.d_model=64", "agent.num_heads=4", "agent.num_layers=1", "agent.d_ff=128"]
@@ -25,7 +26,7 @@ def test_cartpole_is_solved(tmp_path, agent):
     assert mean >= 195, f"{agent}: mean return {mean:.1f} over 20 episodes"
 
 
-@pytest.mark.parametrize("agent, solves", [("srwm", True), ("lstm", True), ("ff", False)])
+@pytest.mark.parametrize("agent, solves", [("srwm", True), ("lstm", True), ("mlp", False)])
 def test_memory_env_needs_memory(tmp_path, agent, solves):
     mean, _ = train_return(tmp_path, "env=memory", f"agent={agent}", "runner.synchronous=true")
     if solves:
@@ -41,15 +42,17 @@ def test_procgen_two_games_log_per_game_returns(tmp_path):
                         "impala.total_frames=1000", "impala.eval_episodes=0"), tmp_path)
     assert result["frames"] >= 1000
     tags = set(EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"])
-    assert {"charts/episodic_return/leaper", "charts/episodic_return/bigfish", "charts/sps",
-            "losses/policy", "losses/baseline", "losses/entropy"} <= tags
+    assert {"charts/episodic_return/leaper", "charts/episodic_return/bigfish", "charts/frames_per_s",
+            "charts/learning_rate", "losses/total", "losses/policy", "losses/baseline", "losses/entropy"} <= tags
+    rows = read_metrics(tmp_path)
+    assert rows[-1]["step"] == result["frames"] and "charts/frames_per_s" in rows[-1]
 
 
 def test_resume_continues_counters_and_optimiser(tmp_path):
     common = ["env=cartpole", "agent=lstm", *SMALL, "impala.eval_episodes=0", "runner.synchronous=true"]
     first = run(config(*common, "impala.total_frames=1000"), tmp_path / "a")
     checkpoint = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
-    assert checkpoint["counters"]["frames"] == first["frames"] and checkpoint["optimiser"]["state"]
+    assert checkpoint["counters"]["frames"] == first["frames"] and checkpoint["optimizer"]["state"]
     second = run(config(*common, "impala.total_frames=2000", f"resume={tmp_path / 'a' / 'checkpoint.pt'}"),
                  tmp_path / "b")
     assert second["updates"] == first["updates"] + (second["frames"] - first["frames"]) // 320

@@ -35,7 +35,7 @@ def test_short_run_with_two_actors_survives_a_killed_actor(local_ray, tmp_path):
     assert result["actor_restarts"] >= 1
     events = EventAccumulator(str(tmp_path)).Reload()
     assert events.Scalars("charts/actor_restarts")[-1].value >= 1
-    assert {"charts/sps", "losses/policy", "charts/episodic_return"} <= set(events.Tags()["scalars"])
+    assert {"charts/frames_per_s", "losses/policy", "charts/episodic_return/CartPole-v1"} <= set(events.Tags()["scalars"])
     assert (tmp_path / "checkpoint.pt").exists()
 
 

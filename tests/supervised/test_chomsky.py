@@ -130,6 +130,6 @@ def test_short_run_beats_chance_with_an_encoder():
     """Non-causal Transformer (relative positions), outputs at appended empty tokens; chance is 0.5 per bit."""
     metrics = train("chomsky/reverse_string", "agent=encoder", "agent.d_model=32", "agent.num_layers=2",
                     "agent.num_heads=4", "agent.d_ff=64", "env.train_lengths=[1,10]", "env.test_lengths=[11,20]",
-                    "env.test_length_step=3", "env.steps=300", "env.eval_every=100", "env.lr=3e-3")
-    assert metrics["eval/valid/accuracy"] > 0.75, metrics
-    assert set(metrics["per_length"]["test"]) == {11, 14, 17, 20}
+                    "env.test_length_step=3", "optim.steps=300", "env.eval_every=100", "optim.lr=3e-3")
+    assert metrics["test/valid/accuracy"] > 0.75, metrics
+    assert set(metrics["test_results"]["test"]["per_length"]) == {11, 14, 17, 20}

@@ -83,5 +83,5 @@ def test_bad_values_are_named():
 def test_short_run_beats_chance():
     """LSTM on a smaller instance (8 functions, chains of 2-4); chance is 1/8 on unseen (IID) chains."""
     metrics = train("ctlpp/r", "agent=lstm", "agent.d_model=128", "env.num_functions=8", "env.chain_lengths=[2,4]",
-                    "env.test_size=200", "env.steps=1500", "env.eval_every=500", "env.lr=3e-3")
-    assert metrics["eval/iid/accuracy"] > 0.2, metrics
+                    "env.test_size=200", "optim.steps=1500", "env.eval_every=500", "optim.lr=3e-3")
+    assert metrics["test/iid/accuracy"] > 0.2, metrics

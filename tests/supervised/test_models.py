@@ -8,7 +8,8 @@ import torch
 
 import metarl.configs
 from metarl.cores import make
-from metarl.supervised.trainer import SequenceClassifier, make_task
+from metarl.engine.registry import TASKS
+from metarl.supervised.sequence import SequenceClassifier
 from metarl.testing import assert_close
 from tests.supervised.helpers import config, train
 
@@ -59,13 +60,14 @@ def test_padding_is_invisible(name):
 def test_every_task_config_composes_and_builds(name):
     assert len(CONFIGS) == 8 + 15 + 3
     cfg = config(name)
-    task = make_task(cfg.env)
-    batch = task.sample(2, torch.Generator().manual_seed(0))
-    assert cfg.env.name == name.replace("/", "_") and batch.tokens.max() < task.vocab_size
+    task = TASKS[cfg.env.family](cfg)
+    batch = task.train_batch(1, torch.Generator().manual_seed(0))
+    assert cfg.env.name == name.replace("/", "_") and batch.tokens.max() < task.data.vocab_size
+    assert task.build_model()(batch.tokens, batch.lengths).shape[-1] == task.data.num_classes
 
 
 def test_wrong_keys_and_non_causal_character_prediction_fail_at_start(tmp_path):
     with pytest.raises(Exception, match="langauge"):
         config("formal/parity", "env.langauge=dyck1")
     with pytest.raises(ValueError, match="causal"):
-        train("formal/parity", "agent=encoder", "env.steps=1")
+        train("formal/parity", "agent=encoder", "optim.steps=1")

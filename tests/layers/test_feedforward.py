@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from metarl.cores.base import Block, Mixer, SequenceCore
-from metarl.cores.feedforward import (
+from metarl.layers.feedforward import (
     FEEDFORWARDS, DenseFF, ProductKeyMemory, SigmaMoE, ff_parameter_count, make_feedforward,
     match_moe_to_dense, moe_sizes,
 )

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
 
 class DenseFF(nn.Module):
     """Linear(D, d_ff) -> ReLU -> dropout -> Linear(d_ff, D).  x: [..., D] -> [..., D]."""
@@ -57,7 +59,7 @@ def moe_sizes(d_ff: int, num_experts: Optional[int] = None, expert_size: Optiona
     if expert_size is None:
         expert_size = d_ff // num_experts
     if num_experts < 1 or expert_size < 1:
-        raise ValueError(
+        raise ConfigError(
             f"σ-MoE needs num_experts >= 1 and expert_size >= 1, got num_experts={num_experts}, "
             f"expert_size={expert_size} (d_ff={d_ff}); pass both explicitly"
         )
@@ -119,11 +121,11 @@ class SigmaMoE(nn.Module):
         super().__init__()
         num_experts, expert_size = moe_sizes(d_ff, num_experts, expert_size)
         if top_k < 1:
-            raise ValueError(f"σ-MoE top_k must be >= 1, got {top_k}")
+            raise ConfigError(f"σ-MoE top_k must be >= 1, got {top_k}")
         if not 0.0 <= expert_dropout < 1.0:
-            raise ValueError(f"σ-MoE expert_dropout must be in [0, 1), got {expert_dropout}")
+            raise ConfigError(f"σ-MoE expert_dropout must be in [0, 1), got {expert_dropout}")
         if impl not in ("auto", "loop", "dense"):
-            raise ValueError(f"σ-MoE impl must be 'auto', 'loop' or 'dense', got {impl!r}")
+            raise ConfigError(f"σ-MoE impl must be 'auto', 'loop' or 'dense', got {impl!r}")
         self.d_model = d_model
         self.num_experts = num_experts
         self.expert_size = expert_size
@@ -237,7 +239,7 @@ def pkm_sizes(d_model: int, d_ff: int, num_keys: Optional[int] = None, d_key: Op
     num_keys = num_keys if num_keys is not None else max(1, round(math.sqrt(d_ff)))
     d_key = d_key if d_key is not None else d_model + d_model % 2
     if num_keys < 1 or d_key < 2 or d_key % 2:
-        raise ValueError(f"product-key memory needs num_keys >= 1 and an even d_key >= 2, got {num_keys}, {d_key}")
+        raise ConfigError(f"product-key memory needs num_keys >= 1 and an even d_key >= 2, got {num_keys}, {d_key}")
     return num_keys, d_key
 
 
@@ -266,7 +268,7 @@ class ProductKeyMemory(nn.Module):
         super().__init__()
         num_keys, d_key = pkm_sizes(d_model, d_ff, num_keys, d_key)
         if heads < 1 or not 1 <= top_k <= num_keys * num_keys:
-            raise ValueError(
+            raise ConfigError(
                 f"product-key memory needs heads >= 1 and 1 <= top_k <= num_keys² = {num_keys * num_keys}, "
                 f"got heads={heads}, top_k={top_k}"
             )
@@ -329,7 +331,7 @@ def make_feedforward(kind: str, d_model: int, d_ff: int, dropout: float = 0.0, *
     if kind == "none":
         return None
     if kind not in FEEDFORWARDS:
-        raise ValueError(f"unknown feed-forward {kind!r}; known: {sorted(FEEDFORWARDS) + ['none']}")
+        raise ConfigError(f"unknown feed-forward {kind!r}; known: {sorted(FEEDFORWARDS) + ['none']}")
     return FEEDFORWARDS[kind](d_model, d_ff, dropout, **options)
 
 
@@ -348,7 +350,7 @@ def ff_parameter_count(kind: str, d_model: int, d_ff: int, **options) -> int:
         return 0
     if kind == "dense":
         if options:
-            raise ValueError(f"dense feed-forward takes no options, got {sorted(options)}")
+            raise ConfigError(f"dense feed-forward takes no options, got {sorted(options)}")
         return 2 * d_model * d_ff + d_ff + d_model
     if kind == "moe":
         e, g = moe_sizes(d_ff, options.get("num_experts"), options.get("expert_size"))
@@ -363,7 +365,7 @@ def ff_parameter_count(kind: str, d_model: int, d_ff: int, **options) -> int:
         if options.get("query_norm", False):
             count += 2 * h * d_key
         return count
-    raise ValueError(f"unknown feed-forward {kind!r}; known: {sorted(FEEDFORWARDS) + ['none']}")
+    raise ConfigError(f"unknown feed-forward {kind!r}; known: {sorted(FEEDFORWARDS) + ['none']}")
 
 
 def match_moe_to_dense(d_model: int, d_ff_dense: int, expert_size: int, bias: bool = False) -> dict:
@@ -377,7 +379,7 @@ def match_moe_to_dense(d_model: int, d_ff_dense: int, expert_size: int, bias: bo
     per_expert = ff_parameter_count("moe", d_model, expert_size, num_experts=1, expert_size=expert_size, bias=bias) - fixed
     num_experts = (target - fixed) // per_expert
     if num_experts < 1:
-        raise ValueError(
+        raise ConfigError(
             f"one expert of size {expert_size} ({per_expert + fixed} parameters) is larger than the dense "
             f"feed-forward ({target} parameters); use a smaller expert_size"
         )

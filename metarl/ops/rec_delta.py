@@ -1,0 +1,85 @@
+"""The recurrence of the Recurrent DeltaNet (Irie, Schlag, Csordás & Schmidhuber, NeurIPS 2021).
+
+Shapes (batch-first, per head width ``d``)::
+
+    from_input: [B, T, H, 3d+1]    R: [H, d, 3d+1]    state: (S [B, H, d, d], y [B, H, d])
+
+``from_input`` holds the contributions of the inputs to ``[q | k | v | β]`` (the cores compute them for
+all steps at once, ``W x_t``); ``R`` maps the squashed previous output to the same four parts. Per head::
+
+    h_t = from_input_t + tanh(y_{t-1}) R                        h_t: [3d+1]
+    q_t = softmax(h_t[:d])      k_t = softmax(h_t[d:2d])      v_t = h_t[2d:3d]      β_t = sigmoid(h_t[3d])
+    S_t = S_{t-1} + k_t (β_t (v_t - S_{t-1}ᵀ k_t))ᵀ
+    y_t = S_tᵀ q_t                                              o: [B, T, H, d]
+
+The output ``y_{t-1}`` feeds step ``t`` through a nonlinearity, so there is no chunkwise form: the only
+mode is ``"recurrent"``, the loop above (differentiated by autograd).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+MODES = ("recurrent",)
+
+
+def _check(from_input, R, initial_state, mode) -> None:
+    if mode not in MODES:
+        raise ValueError(f"rec_delta: unknown mode {mode!r}; expected one of {', '.join(map(repr, MODES))}")
+    if R.dim() != 3 or R.shape[2] != 3 * R.shape[1] + 1:
+        raise ValueError(f"rec_delta: R must be [H, d, 3d+1], got shape {tuple(R.shape)}")
+    H, d = R.shape[:2]
+    if from_input.dim() != 4 or from_input.shape[2:] != (H, 3 * d + 1):
+        raise ValueError(
+            f"rec_delta: from_input must be [B, T, H, 3d+1] = [B, T, {H}, {3 * d + 1}] (from R), "
+            f"got shape {tuple(from_input.shape)}"
+        )
+    if initial_state is not None:
+        B = from_input.shape[0]
+        S, y = initial_state
+        if tuple(S.shape) != (B, H, d, d) or tuple(y.shape) != (B, H, d):
+            raise ValueError(
+                f"rec_delta: initial_state must be (S [B, H, d, d], y [B, H, d]) = ({(B, H, d, d)}, {(B, H, d)}), "
+                f"got ({tuple(S.shape)}, {tuple(y.shape)})"
+            )
+
+
+def rec_delta(
+    from_input: torch.Tensor,
+    R: torch.Tensor,
+    initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    mode: str = "recurrent",
+) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """The RecDelta recurrence (see the module docstring).
+
+    Args:
+        from_input: ``[B, T, H, 3d+1]`` input contributions to ``[q | k | v | β]`` (before softmax/sigmoid).
+        R: ``[H, d, 3d+1]`` recurrent weights, applied to ``tanh(y_{t-1})``.
+        initial_state: ``(S [B, H, d, d], y [B, H, d])`` or ``None`` (zeros).
+        mode: ``"recurrent"`` (the step-by-step definition; the only mode).
+
+    Returns:
+        ``(o, (S, y))`` with ``o: [B, T, H, d]`` (``o[:, t] = y_t``) and the final state.
+    """
+    _check(from_input, R, initial_state, mode)
+    if initial_state is None:
+        B, H, d = from_input.shape[0], R.shape[0], R.shape[1]
+        initial_state = (from_input.new_zeros(B, H, d, d), from_input.new_zeros(B, H, d))
+    return _rec_delta_recurrent(from_input, R, *initial_state)
+
+
+def _rec_delta_recurrent(from_input, R, S, y):
+    d = R.shape[1]
+    outputs = []
+    for h_in in from_input.unbind(1):  # unbind: per-step indexing costs O(T) in backward
+        h = h_in + torch.einsum("bhd,hde->bhe", torch.tanh(y), R)  # h_t = from_input_t + tanh(y_{t-1}) R
+        q = torch.softmax(h[..., :d], dim=-1)
+        k = torch.softmax(h[..., d:2 * d], dim=-1)
+        v = h[..., 2 * d:3 * d]
+        beta = torch.sigmoid(h[..., 3 * d:])  # [B, H, 1]
+        v_old = torch.einsum("bhkv,bhk->bhv", S, k)  # S_{t-1}ᵀ k_t
+        S = S + torch.einsum("bhk,bhv->bhkv", k, beta * (v - v_old))
+        y = torch.einsum("bhkv,bhk->bhv", S, q)  # y_t = S_tᵀ q_t
+        outputs.append(y)
+    return torch.stack(outputs, dim=1), (S, y)
