@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choice
 from ..layers.feature_maps import dpfp, elu_p1, sum_norm
 from ..ops import delta_rule, linear_attention
+from ..ops.utils import MODES as CHUNK_MODES
 from . import register
 from .base import Mixer
 
@@ -31,6 +32,7 @@ class _FastWeightMixer(Mixer):
         super().__init__()
         if feature_map not in FEATURE_MAPS:
             raise ConfigError(f"unknown feature_map {feature_map!r}; choose one of {FEATURE_MAPS}")
+        check_choice("agent.options.mode", mode, CHUNK_MODES)
         self.num_heads = num_heads
         self.d_head = d_head or d_model // num_heads
         self.feature_map, self.dpfp_nu = feature_map, dpfp_nu

@@ -16,7 +16,9 @@ import math
 import torch
 from torch import nn
 
+from ..errors import check_choice
 from ..ops import srwm
+from ..ops.srwm import MODES as SRWM_MODES
 from . import register
 from .base import Mixer
 
@@ -31,6 +33,7 @@ class SRWMMixer(Mixer):
         self.num_heads, self.d_head = num_heads, d_head
         self.input_softmax = input_softmax
         self.norm_position = "skip" if skip_norm else "pre"
+        check_choice("agent.options.mode", mode, SRWM_MODES)
         self.mode = mode
         inner = num_heads * d_head
         self.proj_in = nn.Identity() if inner == d_model else nn.Linear(d_model, inner, bias=False)
