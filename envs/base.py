@@ -51,7 +51,7 @@ class EpisodeTracker:
         records = []
         for i in np.flatnonzero(done):
             task_id = int(self.task_ids[i])
-            records.append({"task": self.task_names[task_id], "task_id": task_id,
+            records.append({"task": self.task_names[task_id], "task_id": task_id, "slot": int(i),
                             "return": float(self.returns[i]), "length": int(self.lengths[i])})
             self.returns[i] = 0.0
             self.lengths[i] = 0

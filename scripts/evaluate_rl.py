@@ -1,5 +1,7 @@
-"""Evaluate an RL checkpoint: mean ± std return per game over N episodes, on the training levels and on
-procgen's unseen levels (the test protocol), with greedy or sampled actions, beside a random policy.
+"""Evaluate an RL checkpoint: mean ± standard error of the return per game over N complete episodes per
+game (each env slot plays a fixed quota, so short episodes are not over-represented), on the training
+levels and on procgen's unseen levels (the test protocol), with greedy or sampled actions, beside a random
+policy. The same code as the final evaluation of a run (metarl.rl.evaluate, metarl.rl.monitor).
 
     python scripts/evaluate_rl.py runs/<date>-procgen-srwm/checkpoint.pt --episodes 20 [--greedy] [--json out.json]
 """
@@ -13,6 +15,7 @@ from omegaconf import OmegaConf
 
 from metarl.engine.checkpoint import load_checkpoint
 from metarl.rl.evaluate import evaluate
+from metarl.rl.monitor import format_report
 from metarl.rl.setup import build_agent, make_rl_env
 
 
@@ -41,7 +44,6 @@ def main(argv=None):
     results = {}
     print(f"{args.checkpoint}: {payload['counters'].get('frames', '?')} frames, "
           f"{'greedy' if args.greedy else 'sampled'} actions, {args.episodes} episodes per game")
-    print(f"{'split':6} {'game':14} {'policy':8} {'mean':>9} {'std':>8} {'episodes':>9}")
     for split in splits:
         for policy in (["trained"] if args.no_random else ["trained", "random"]):
             env = make_rl_env(cfg.env, args.envs, seed=args.seed, split=split)
@@ -50,7 +52,10 @@ def main(argv=None):
             env.close()
             for game, r in result.items():
                 results[f"{split}/{policy}/{game}"] = r
-                print(f"{split:6} {game:14} {policy:8} {r['mean']:9.2f} {r['std']:8.2f} {r['episodes']:9d}")
+                print(f"{split:6} {game:14} {policy:8} {r['mean']:9.2f} ± {r['stderr']:.2f} "
+                      f"(std {r['std']:.2f}, {r['episodes']} episodes)")
+    if not args.no_random:
+        print(format_report(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return results

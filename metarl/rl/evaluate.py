@@ -1,45 +1,55 @@
-"""Evaluation of a policy (or of uniformly random actions) on a batched env, per task."""
+"""Evaluation of a policy (or of uniformly random actions) on a batched env, per task, without bias
+toward short episodes.
+
+Keeping "the first episodes to finish" over-represents short ones (in coinrun: quick deaths). Here every
+env slot plays a fixed quota of complete episodes, ``ceil(episodes / slots of its task)``; episodes a
+slot starts after its quota are discarded. Each task's result is the mean, standard deviation and
+standard error of its slots' episodes.
+"""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
 import torch
 
+from .acting import ActingLoop
+
+
+def summarise(returns) -> dict:
+    """{mean, std, stderr, episodes} of a list of episode returns (std with ddof=1; nan when empty)."""
+    r = np.asarray(returns, dtype=np.float64)
+    n = len(r)
+    std = float(r.std(ddof=1)) if n > 1 else float("nan") if n == 0 else 0.0
+    return {"mean": float(r.mean()) if n else float("nan"), "std": std,
+            "stderr": std / math.sqrt(n) if n > 1 else float("nan") if n == 0 else 0.0, "episodes": n}
+
 
 @torch.no_grad()
 def evaluate(env, agent: Optional[torch.nn.Module], episodes: int, greedy: bool = False, seed: int = 0,
              max_steps: int = 1_000_000) -> dict:
-    """Run until every task has ``episodes`` finished episodes (the first ones to finish per task).
+    """Play ``episodes`` (at least; rounded up to a whole quota per slot) complete episodes per task.
 
-    agent=None gives the uniformly random policy. Returns ``{task: {"mean", "std", "episodes"}}``.
+    agent=None gives the uniformly random policy. Returns ``{task: {"mean", "std", "stderr", "episodes",
+    "returns"}}``. Raises RuntimeError when ``max_steps`` steps do not finish the quotas.
     """
-    n = env.num_envs
-    generator = torch.Generator().manual_seed(seed)
-    obs = torch.from_numpy(np.asarray(env.reset(seed=seed)))
-    prev_action = torch.zeros(n, dtype=torch.long)
-    prev_reward = torch.zeros(n)
-    reset = torch.ones(n, dtype=torch.bool)
-    state = agent.initial_state(n) if agent is not None else None
     if agent is not None:
         agent.eval()
+    task_ids = np.asarray(env.task_ids)
+    slots_per_task = np.bincount(task_ids, minlength=len(env.task_names))
+    quota = np.array([math.ceil(episodes / max(slots_per_task[t], 1)) for t in task_ids])
+    done_count = np.zeros(env.num_envs, dtype=np.int64)
     returns = {task: [] for task in env.task_names}
+    loop = ActingLoop(env, agent, seed=seed, greedy=greedy)
     for _ in range(max_steps):
-        if all(len(r) >= episodes for r in returns.values()):
+        if (done_count >= quota).all():
             break
-        if agent is None:
-            action = torch.randint(0, env.num_actions, (n,), generator=generator)
-        else:
-            logits, _, state = agent(obs[:, None], prev_action[:, None], prev_reward[:, None], reset[:, None], state)
-            logits = logits[:, 0]
-            action = logits.argmax(-1) if greedy else torch.multinomial(torch.softmax(logits, -1), 1,
-                                                                        generator=generator).squeeze(1)
-        next_obs, reward, done, finished = env.step(action.numpy())
-        for record in finished:
-            if len(returns[record["task"]]) < episodes:
+        for record in loop.step().finished:
+            slot = record["slot"]
+            if done_count[slot] < quota[slot]:
                 returns[record["task"]].append(record["return"])
-        obs = torch.from_numpy(np.asarray(next_obs))
-        prev_action, prev_reward = action, torch.as_tensor(reward, dtype=torch.float32)
-        reset = torch.as_tensor(done, dtype=torch.bool)
-    return {task: {"mean": float(np.mean(r)) if r else float("nan"), "std": float(np.std(r)) if r else float("nan"),
-                   "episodes": len(r)} for task, r in returns.items()}
+            done_count[slot] += 1
+    else:
+        raise RuntimeError(f"evaluation did not finish {episodes} episodes per task in {max_steps} steps")
+    return {task: {**summarise(r), "returns": r} for task, r in returns.items()}

@@ -22,7 +22,6 @@ import copy
 import math
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -30,23 +29,18 @@ from ..cores import detach_state, map_state
 from ..engine.optim import Schedule, clip_gradients, make_optimizer
 from ..errors import NonFiniteLossError
 from . import losses, vtrace
+from .acting import ActingLoop
 
 
 class Actor:
-    """Steps a batched env with its own copy of the agent; carries obs, core state and episode flags."""
+    """Unrolls the newest policy it has on a batched env (the acting loop of :mod:`metarl.rl.acting`)."""
 
     def __init__(self, env, agent: nn.Module, unroll_length: int, seed: Optional[int] = None):
         self.env = env
         self.agent = agent.eval()
         self.unroll_length = unroll_length
         self.version = -1
-        n = env.num_envs
-        self.obs = torch.from_numpy(np.asarray(env.reset(seed=seed)))
-        self.prev_action = torch.zeros(n, dtype=torch.long)
-        self.prev_reward = torch.zeros(n)
-        self.reset = torch.ones(n, dtype=torch.bool)  # the first step of every env starts an episode
-        self.state = agent.initial_state(n)
-        self.generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        self.loop = ActingLoop(env, self.agent, seed=seed)
 
     def set_weights(self, state_dict: dict, version: int) -> None:
         """Load newer weights (a no-op for a version already loaded)."""
@@ -56,33 +50,19 @@ class Actor:
 
     @torch.no_grad()
     def unroll(self) -> dict:
-        T, n = self.unroll_length, self.env.num_envs
-        obs, prev_action, prev_reward, reset = [], [], [], []
-        actions, rewards, dones, logits_seq, episodes = [], [], [], [], []
-        initial_state = detach_state(self.state)
-        for _ in range(T):
-            obs.append(self.obs), prev_action.append(self.prev_action)
-            prev_reward.append(self.prev_reward), reset.append(self.reset)
-            logits, _, self.state = self.agent(self.obs[:, None], self.prev_action[:, None],
-                                               self.prev_reward[:, None], self.reset[:, None], self.state)
-            logits = logits[:, 0]
-            action = torch.multinomial(torch.softmax(logits, -1), 1, generator=self.generator).squeeze(1)
-            next_obs, reward, done, finished = self.env.step(action.numpy())
-            actions.append(action), logits_seq.append(logits)
-            rewards.append(torch.as_tensor(reward, dtype=torch.float32))
-            dones.append(torch.as_tensor(done, dtype=torch.bool))
-            episodes.extend(finished)
-            self.obs = torch.from_numpy(np.asarray(next_obs))
-            self.prev_action, self.prev_reward, self.reset = action, rewards[-1], dones[-1]
-        # the bootstrap step: its inputs, not its action
-        obs.append(self.obs), prev_action.append(self.prev_action)
-        prev_reward.append(self.prev_reward), reset.append(self.reset)
+        loop = self.loop
+        initial_state = detach_state(loop.state)
+        steps = [loop.step() for _ in range(self.unroll_length)]
         stack = lambda xs: torch.stack(xs, dim=1)
+        # the bootstrap step: its inputs, not its action
+        inputs = lambda name, last: stack([getattr(s, name) for s in steps] + [last])
         return {
-            "obs": stack(obs), "prev_action": stack(prev_action), "prev_reward": stack(prev_reward),
-            "reset": stack(reset), "action": stack(actions), "reward": stack(rewards), "done": stack(dones),
-            "behaviour_logits": stack(logits_seq), "initial_state": initial_state,
-            "version": self.version, "episodes": episodes,
+            "obs": inputs("obs", loop.obs), "prev_action": inputs("prev_action", loop.prev_action),
+            "prev_reward": inputs("prev_reward", loop.prev_reward), "reset": inputs("reset", loop.reset),
+            "action": stack([s.action for s in steps]), "reward": stack([s.reward for s in steps]),
+            "done": stack([s.done for s in steps]), "behaviour_logits": stack([s.logits for s in steps]),
+            "initial_state": initial_state, "version": self.version,
+            "episodes": [e for s in steps for e in s.finished],
         }
 
 

@@ -10,16 +10,18 @@ final evaluation and the curves PNG. The runners own only how rollouts reach the
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict, deque
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from ..engine.interrupt import StopRequest
-from ..engine.logging import MetricLogger, plot_curves
+from ..engine.logging import MetricLogger, plot_curves, read_metrics
 from ..errors import Interrupted
 from .evaluate import evaluate
 from .impala import clone_for_acting
@@ -102,11 +104,49 @@ class RunMonitor:
         curves = plot_curves(self.run_dir, ["losses/total", "charts/episodic_return/"])
         if curves is not None:
             print(f"[metarl] curves: {curves}")
+        learning_curve = plot_learning_curve(self.run_dir, result.get("evaluation", {}))
+        if learning_curve is not None:
+            print(f"[metarl] learning curve: {learning_curve}")
         return result
 
 
+def plot_learning_curve(run_dir: Path, report: dict, window: int = 20) -> Optional[Path]:
+    """``learning_curve.png``: the return of each game's finished training episodes against frames (a moving
+    mean over ``window`` logged points), with the random policy's mean on the training levels as a dashed
+    line (from the final evaluation ``report``, when there is one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir) if (Path(run_dir) / "metrics.jsonl").is_file() else []
+    prefix = "charts/episodic_return/"
+    games = sorted({k[len(prefix):] for r in rows for k in r if k.startswith(prefix)})
+    if not games:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, game in enumerate(games):
+        points = [(r["step"], r[prefix + game]) for r in rows if isinstance(r.get(prefix + game), (int, float))]
+        frames, returns = np.array(points).T
+        smooth = np.convolve(returns, np.ones(window) / window, mode="valid") if len(returns) >= window else returns
+        line, = ax.plot(frames[len(frames) - len(smooth):], smooth, label=f"{game} (trained)", color=f"C{i}")
+        random = report.get(f"train/random/{game}")
+        if random is not None:
+            ax.axhline(random["mean"], color=line.get_color(), linestyle="--", label=f"{game} (random policy)")
+    ax.set_xlabel("frames")
+    ax.set_ylabel(f"episode return (moving mean of {window})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(run_dir) / "learning_curve.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def final_evaluation(cfg: DictConfig, agent, logger: MetricLogger, step: int) -> dict:
-    """Mean return per task of the trained and of a random policy, on training and unseen levels."""
+    """Mean return per task of the trained and of a random policy, on training and unseen levels (procgen),
+    with ``impala.eval_episodes`` complete episodes per task (metarl.rl.evaluate: no bias to short ones)."""
     acting = clone_for_acting(agent)
     report = {}
     splits = ("train", "test") if cfg.env.type == "procgen" else ("train",)
@@ -118,11 +158,23 @@ def final_evaluation(cfg: DictConfig, agent, logger: MetricLogger, step: int) ->
             env.close()
             for task, r in result.items():
                 report[f"{split}/{policy}/{task}"] = r
-                logger.log(step, {f"test/{split}_levels/{policy}_return/{task}": r["mean"]})
-    print(f"\n{'split':6} {'task':14} {'trained':>18} {'random':>18}")
+                logger.log(step, {f"test/{split}_levels/{policy}_return/{task}": r["mean"],
+                                  f"test/{split}_levels/{policy}_return_stderr/{task}": r["stderr"]})
+    print(format_report(report))
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A table: per split and task, trained and random mean ± standard error (episodes) and the gap in
+    standard errors of the difference."""
+    lines = [f"\n{'levels':6} {'task':12} {'trained':>22} {'random':>22} {'gap/se':>7}"]
     for key, value in report.items():
         split, policy, task = key.split("/")
-        if policy == "trained":
-            other = report[f"{split}/random/{task}"]
-            print(f"{split:6} {task:14} {value['mean']:9.2f} ± {value['std']:<6.2f} {other['mean']:9.2f} ± {other['std']:<6.2f}")
-    return report
+        if policy != "trained" or f"{split}/random/{task}" not in report:
+            continue
+        other = report[f"{split}/random/{task}"]
+        se = math.hypot(value["stderr"], other["stderr"])
+        gap = (value["mean"] - other["mean"]) / se if se > 0 else float("nan")
+        cell = lambda r: f"{r['mean']:7.2f} ± {r['stderr']:<5.2f} ({r['episodes']:3d})"
+        lines.append(f"{split:6} {task:12} {cell(value):>22} {cell(other):>22} {gap:7.1f}")
+    return "\n".join(lines)

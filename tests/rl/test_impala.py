@@ -46,6 +46,7 @@ def test_procgen_two_games_log_per_game_returns(tmp_path):
             "charts/learning_rate", "losses/total", "losses/policy", "losses/baseline", "losses/entropy"} <= tags
     rows = read_metrics(tmp_path)
     assert rows[-1]["step"] == result["frames"] and "charts/frames_per_s" in rows[-1]
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0 and (tmp_path / "curves.png").is_file()
 
 
 def test_resume_continues_counters_and_optimiser(tmp_path):
