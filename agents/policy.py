@@ -20,13 +20,15 @@ class Agent(nn.Module):
     ``core`` is any sequence core (``metarl.cores.from_config``; ``mlp`` is the memoryless baseline).
     ``truncate_grad_each_step`` runs the core one step at a time and detaches its state between steps, as
     the reference implementation does (there only the SRWM's Wy gets a gradient); by default gradients
-    flow through the whole unroll.
+    flow through the whole unroll. ``amp`` runs the encoder under bf16 autocast (its features are cast
+    back to float32 before the core: the fast weights stay in float32).
     """
 
     def __init__(self, obs_shape, num_actions: int, core: nn.Module, encoder_hidden: int = 64,
-                 truncate_grad_each_step: bool = False):
+                 truncate_grad_each_step: bool = False, amp: bool = False):
         super().__init__()
         self.num_actions = num_actions
+        self.amp = amp
         self.truncate_grad_each_step = truncate_grad_each_step
         self.encoder = make_encoder(tuple(obs_shape), hidden=encoder_hidden)
         self.input_proj = nn.Linear(self.encoder.out_dim + num_actions + 1, core.d_model)
@@ -44,7 +46,9 @@ class Agent(nn.Module):
     def features(self, obs, prev_action, prev_reward, reset, state=None):
         """The core's output h [B, T, d_model] (input of the policy and value heads) and the new state."""
         B, T = obs.shape[:2]
-        features = self.encoder(obs.flatten(0, 1)).view(B, T, -1)
+        with torch.autocast(obs.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            features = self.encoder(obs.flatten(0, 1))
+        features = features.float().view(B, T, -1)
         keep = (~reset).unsqueeze(-1).float()
         action_in = F.one_hot(prev_action.long(), self.num_actions).float() * keep
         reward_in = prev_reward.float().clamp(-1, 1).unsqueeze(-1) * keep

@@ -48,6 +48,7 @@ class ImpalaConfig:
     reward_clip: bool = True  # clip rewards to [-1, 1] for learning
     eval_episodes: int = 10  # episodes per task for the final evaluation (0: none)
     eval_envs: int = 8  # parallel envs for the evaluation
+    amp: str = "auto"  # bf16 autocast of the encoder: auto (on where the CPU has bf16 kernels, and on CUDA) | on | off
 
 
 @dataclass

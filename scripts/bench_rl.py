@@ -1,6 +1,6 @@
 """End-to-end IMPALA throughput on procgen, beside its parts, in one run.
 
-    python scripts/bench_rl.py [--game bigfish] [--agent srwm] [--frames 20000]
+    python scripts/bench_rl.py [--game bigfish] [--agent srwm] [--frames 20000] [--amp off|on|both]
 
 Measures env frames/s of (a) the env alone with random actions, (b) policy inference alone (actor side,
 one step at a time with the core state carried), (c) the learner alone (V-trace update on a full batch)
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from metarl.envs import make_env
-from metarl.rl.impala import Actor, Learner, clone_for_acting
+from metarl.rl.impala import Actor, Learner, clone_for_acting, collate
 from metarl.rl.local import train_impala_local
 from metarl.rl.setup import build_agent
 from metarl.train import compose_config
@@ -31,13 +31,38 @@ def main():
     parser.add_argument("--game", default="bigfish")
     parser.add_argument("--agent", default="srwm")
     parser.add_argument("--frames", type=int, default=20000, help="frames for the end-to-end run")
+    parser.add_argument("--amp", default="both", choices=["off", "on", "both"], help="impala.amp (both: side by side)")
     parser.add_argument("--out", default="bench_results/bench_rl.json")
     args = parser.parse_args()
+    modes = ["off", "on"] if args.amp == "both" else [args.amp]
+    results = {mode: measure(args, mode) for mode in modes}
+    first = results[modes[0]]
+    print(f"procgen {args.game} easy, agent={args.agent}, {first['envs']} envs, unroll {first['unroll']}, "
+          f"batch {first['batch']}, torch threads {torch.get_num_threads()}; frames/s with impala.amp=" + "/".join(modes))
+    print(f"{'part':30}" + "".join(f"{'amp=' + m:>12}" for m in modes) + ("    on/off" if len(modes) == 2 else ""))
+    for part in first["frames_per_s"]:
+        values = [results[m]["frames_per_s"][part] for m in modes]
+        print(f"{part:30}" + "".join(f"{v:12.0f}" for v in values) + (f"{values[1] / values[0]:10.2f}x" if len(values) == 2 else ""))
+    for mode in modes:
+        rows = results[mode]["frames_per_s"]
+        print(f"amp={mode}: acting {1000 / rows['actor (env + inference)']:.2f} ms/frame (env "
+              f"{1000 / rows['env alone (random actions)']:.2f}, inference {1000 / rows['policy inference alone']:.2f}), "
+              f"learning {1000 / rows['learner alone (update)']:.2f} ms/frame; overlapped end to end "
+              f"{rows['end to end (runner=local)']:.0f} frames/s")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__, "game": args.game,
+                               "agent": args.agent, "results": results}, indent=1))
+    print(f"wrote {out}")
+
+
+def measure(args, amp: str) -> dict:
+    """frames/s of the env alone, inference alone, the actor, the learner alone and the local runner."""
     cfg = compose_config("env=procgen", f"env.games=[{args.game}]", f"agent={args.agent}", "progress=false",
-                         f"impala.total_frames={args.frames}", "impala.eval_episodes=0")
+                         f"impala.total_frames={args.frames}", "impala.eval_episodes=0", f"impala.amp={amp}")
     n, T, B = cfg.runner.envs_per_actor, cfg.impala.unroll_length, cfg.impala.batch_size
     rows = {}
-
+    torch.manual_seed(0)
     env = make_env("procgen", n, seed=0, games=[args.game], distribution_mode="easy")
     env.reset(seed=0)
     rng = np.random.default_rng(0)
@@ -63,7 +88,6 @@ def main():
     rollouts = [actor.unroll() for _ in range(B // n)]
     rows["actor (env + inference)"] = B * T / (time.perf_counter() - start)
 
-    from metarl.rl.impala import collate
     learner = Learner(agent, cfg.impala, cfg.optim)
     batch = collate(rollouts)
     learner.learn(batch)  # warm-up
@@ -76,23 +100,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         result = train_impala_local(cfg, Path(tmp))
     rows["end to end (runner=local)"] = result["frames_per_s"]
-
-    print(f"procgen {args.game} easy, agent={args.agent}, {n} envs, unroll {T}, batch {B}, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"{'part':30} {'frames/s':>10} {'ms/frame':>10}")
-    for name, fps in rows.items():
-        print(f"{name:30} {fps:10.0f} {1000 / fps:10.3f}")
-    serial = 1000 / rows["actor (env + inference)"] + 1000 / rows["learner alone (update)"]
-    print(f"\nwhere the time goes: acting {1000 / rows['actor (env + inference)']:.2f} ms/frame "
-          f"(env {1000 / rows['env alone (random actions)']:.2f}, inference {1000 / rows['policy inference alone']:.2f}), "
-          f"learning {1000 / rows['learner alone (update)']:.2f} ms/frame; done one after the other: "
-          f"{1000 / serial:.0f} frames/s, overlapped end to end: {rows['end to end (runner=local)']:.0f} frames/s")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__, "game": args.game,
-                               "agent": args.agent, "envs": n, "unroll": T, "batch": B,
-                               "frames_per_s": rows, "serial_frames_per_s": 1000 / serial}, indent=1))
-    print(f"wrote {out}")
+    return {"envs": n, "unroll": T, "batch": B, "frames_per_s": rows}
 
 
 if __name__ == "__main__":

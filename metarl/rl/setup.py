@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from metarl.agents import make_agent
 from metarl.engine.checkpoint import load_checkpoint, save_checkpoint
 from metarl.envs import make_env_from_config
-from metarl.errors import ConfigError
+from metarl.errors import ConfigError, check_choice
 
 
 def make_rl_env(env_cfg: DictConfig, num_envs: int, seed: int = 0, split: str = "train"):
@@ -17,8 +18,21 @@ def make_rl_env(env_cfg: DictConfig, num_envs: int, seed: int = 0, split: str = 
     return make_env_from_config(env_cfg, num_envs, seed=seed, split=split)
 
 
+def use_amp(cfg: DictConfig) -> bool:
+    """impala.amp: "on", "off", or "auto" = on for CUDA and for CPUs with bf16 kernels (AVX512-BF16 / AMX)."""
+    check_choice("impala.amp", cfg.impala.amp, ("auto", "on", "off"))
+    if cfg.impala.amp != "auto":
+        return cfg.impala.amp == "on"
+    if str(cfg.device).startswith("cuda"):
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def build_agent(cfg: DictConfig, env):
-    return make_agent(env.obs_shape, env.num_actions, cfg.agent)
+    return make_agent(env.obs_shape, env.num_actions, cfg.agent, amp=use_amp(cfg))
 
 
 def rollouts_per_update(cfg: DictConfig) -> int:

@@ -57,3 +57,17 @@ def test_truncate_grad_each_step_leaves_only_wy_with_gradient(truncate, expect_w
         grad = getattr(mixer, name).grad
         has_grad = grad is not None and grad.abs().sum() > 0
         assert has_grad == expect_wq_grad, name
+
+
+def test_bf16_encoder_is_close_to_float32_and_feeds_the_core_float32():
+    torch.manual_seed(0)
+    agent = Agent((64, 64, 3), 15, cores.make("lstm", d_model=32, num_layers=1, num_heads=1, d_ff=32))
+    obs, pa, pr, reset = inputs(B=2, T=3, obs_shape=(64, 64, 3), num_actions=15)
+    reference, _, _ = agent(obs, pa, pr, reset)
+    seen = {}
+    agent.encoder.stages[0].register_forward_hook(lambda m, i, o: seen.update(conv=o.dtype))  # hooks return None
+    agent.core.register_forward_pre_hook(lambda m, args: seen.update(core=args[0].dtype))
+    agent.amp = True
+    logits, _, _ = agent(obs, pa, pr, reset)
+    assert seen == {"conv": torch.bfloat16, "core": torch.float32}
+    torch.testing.assert_close(logits, reference, rtol=0, atol=5e-2)
