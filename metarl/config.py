@@ -31,6 +31,8 @@ class AgentConfig:
     dropout: float = 0.0  # dropout on the sublayer outputs
     ff_options: Dict[str, Any] = field(default_factory=dict)  # extra feed-forward arguments (σ-MoE experts...)
     options: Dict[str, Any] = field(default_factory=dict)  # extra mixer arguments (SRWM d_head, beta_init...)
+    # options an env preset recommends for a core; applied when agent.name matches, under agent.options, which win
+    options_by_core: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     encoder_hidden: int = 64  # RL: width of the MLP encoder for vector observations
     truncate_grad_each_step: bool = False  # RL: detach the core state at every step (reference implementation)
 

@@ -5,8 +5,15 @@ lengths 1-50 (Bin0) and tested on 51-100 (Bin1), through ``python -m metarl.trai
 The paper reports that RecDelta and SRWM generalise on parity while LT does not, and that DeltaNet handles
 reset Dyck-1 while LT does not. Prints the sequence accuracies, writes ``results.json`` and ``formal.png``.
 
+The runs use the reference settings of the ``env=formal/<language>`` presets (IDSIA/fwp-formal-lang): each set of
+allowed next symbols is one class of a cross-entropy (``env.loss=set_class``), reset Dyck-1 strings hold one
+reset, the LT has no sum normalisation and the SRWM's W_q starts with std 0.01/√d_head. ``--root`` trains and tests
+on the published .src/.tgt files (one folder per language: parity/, reset_dyck/, ...) instead of generated
+strings. Model sizes, updates and learning rate are CPU-sized here (see the options), not the paper's.
+
     python scripts/reproduce_formal.py                       # ~20 minutes on 2 CPU cores
     python scripts/reproduce_formal.py --languages parity --models lt recdelta --seeds 0 --steps 500
+    python scripts/reproduce_formal.py --root /data/formal-lang      # the published data of fwp-formal-lang
 """
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ def train_one(language: str, model: str, seed: int, args) -> dict:
                  f"env.batch_size={args.batch_size}", f"env.eval_batches={args.eval_batches}", "progress=false"]
     if model != "lstm":
         overrides.append(f"agent.num_heads={args.d_model // 16}")
+    if args.root:
+        overrides.append(f"env.root={args.root}")
     cfg = compose_config(*overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         return run(cfg, Path(run_dir))
@@ -51,6 +60,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-batches", type=int, default=16, help="batches of 32 strings per bin")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these sizes)")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="folder of the published .src/.tgt data (its subfolders parity/, reset_dyck/, ...); "
+                             "default: generated strings")
     parser.add_argument("--out", type=Path, default=Path("results/reproduce_formal"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

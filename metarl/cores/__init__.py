@@ -71,7 +71,7 @@ def make(
         mixer = _build(MIXERS[name], f"core {name!r}", "agent.options", d_model=d_model, num_heads=num_heads,
                        dropout=dropout, **mixer_options)
         ffn = _build(make_feedforward, f"feed-forward {ff!r}", "agent.ff_options", ff, d_model, d_ff, dropout,
-                     **(ff_options or {}))
+                     num_layers=num_layers, **(ff_options or {}))  # num_layers: weight_std_scale="preln"
         blocks.append(Block(d_model, mixer, ffn, dropout))
     return SequenceCore(name, d_model, blocks)
 
@@ -98,7 +98,7 @@ def _build(factory, what: str, field: str, *args, **kwargs):
 
 # the keys of ``metarl.config.AgentConfig`` that describe the core, and those that belong to the RL agent
 SIZE_KEYS = ("num_layers", "num_heads", "ff", "d_ff", "dropout")  # passed to ``make`` as they are
-CONFIG_KEYS = ("name", "d_model", *SIZE_KEYS, "ff_options", "options")
+CONFIG_KEYS = ("name", "d_model", *SIZE_KEYS, "ff_options", "options", "options_by_core")
 AGENT_ONLY_KEYS = ("encoder_hidden", "truncate_grad_each_step")
 
 
@@ -114,8 +114,14 @@ def from_config(agent_cfg: Any) -> SequenceCore:
 
     agent_cfg: an OmegaConf ``DictConfig``, a dict or a dataclass with the keys of
     ``metarl.config.AgentConfig``: ``name`` and ``d_model`` (required), ``num_layers``, ``num_heads``,
-    ``ff``, ``d_ff``, ``dropout``, ``ff_options``, ``options`` (absent ones take ``make``'s defaults).
-    The RL agent's keys (``AGENT_ONLY_KEYS``) are ignored; any other key raises ``ValueError``.
+    ``ff``, ``d_ff``, ``dropout``, ``ff_options``, ``options``, ``options_by_core`` (absent ones take
+    ``make``'s defaults). The RL agent's keys (``AGENT_ONLY_KEYS``) are ignored; any other key raises
+    ``ValueError``.
+
+    ``options_by_core`` maps core names to the mixer options an env preset recommends for that core (e.g.
+    ``env=procgen`` sets ``agent.options_by_core.srwm`` to the reference RL layer): the entry of ``name`` is
+    merged under ``options`` (a key in both takes the value of ``options``); the other entries are ignored, so
+    one preset serves ``agent=srwm`` and ``agent=lstm`` alike. Its keys must be core names.
     """
     if dataclasses.is_dataclass(agent_cfg) and not isinstance(agent_cfg, type):
         agent_cfg = {f.name: getattr(agent_cfg, f.name) for f in dataclasses.fields(agent_cfg)}
@@ -130,7 +136,15 @@ def from_config(agent_cfg: Any) -> SequenceCore:
     if missing:
         raise ConfigError(f"from_config: the agent config needs {' and '.join(map(repr, missing))}")
     kwargs = {key: cfg[key] for key in SIZE_KEYS if key in cfg}
-    options = dict(_plain(cfg.get("options")) or {})
+    by_core = _plain(cfg.get("options_by_core")) or {}
+    if not isinstance(by_core, Mapping) or not all(isinstance(v, Mapping) for v in by_core.values()):
+        raise ConfigError("agent.options_by_core must map core names to dicts of mixer options, "
+                          f"got {by_core!r}")
+    unknown_cores = sorted(set(by_core) - set(names()))
+    if unknown_cores:
+        raise ConfigError(f"agent.options_by_core: unknown core(s) {', '.join(map(repr, unknown_cores))}; "
+                          f"known cores: {', '.join(names())}")
+    options = {**by_core.get(cfg["name"], {}), **(_plain(cfg.get("options")) or {})}
     ff_options = dict(_plain(cfg.get("ff_options")) or {})
     return make(cfg["name"], d_model=cfg["d_model"], ff_options=ff_options, **kwargs, **options)
 

@@ -4,8 +4,19 @@ A core is ``num_layers`` blocks, each ``[mixer sublayer + feed-forward sublayer]
 layer norm, followed by a final layer norm:
 
     pre-norm mixer ("pre"):   h = x + drop(mixer(LN(x)))
-    skip-norm mixer ("skip"): h = LN(x) + drop(mixer(x))      (modern-srwm few-shot/RL models)
+    skip-norm mixer ("skip"): h = LN(x) + drop(mixer(x))      (modern-srwm few-shot and formal-language SRWM)
+    no norm ("none"):         h = x + drop(mixer(x))          (modern-srwm RL ``SRlayer``: no mixer LayerNorm)
     feed-forward:             y = h + ff(LN(h))
+    post-norm ("post"):       h = LN(x + drop(mixer(x))),  y = LN(h + drop(ff(h)))
+                              (Vaswani et al. 2017; the encoder of Ruoss et al. 2023 / Delétang et al. 2023,
+                              google-deepmind/randomized_positional_encodings ``models/transformer.py``
+                              ``TransformerEncoder``); a stack of post-norm blocks has no final layer norm
+                              (its last block ends with one, as in the reference).
+
+A mixer may also transform the block's input before anything else (``encode_input(x, state, reset)``, the
+residual stream included): the Transformer uses it in its first layer to scale the core input and add an
+absolute positional encoding once (``positional_once``); mixers that define ``set_layer_index(index)`` are
+told their layer index when the core is built. Mixers without these hooks are unaffected.
 
 A *mixer* is the sequence-mixing part (LSTM, linear attention, delta rule, SRWM, softmax attention).
 It maps ``x [B, T, D] -> y [B, T, D]`` and carries a state (a tensor or a nested tuple of tensors, each
@@ -21,6 +32,9 @@ import torch
 from torch import nn
 
 State = Any  # a tensor, None, or a (nested) tuple of batch-first tensors
+
+#: where a Block puts the layer norm of its mixer sublayer (``Mixer.norm_position``), see the module docstring
+NORM_POSITIONS = ("pre", "skip", "none", "post")
 
 
 def map_state(fn: Callable[..., torch.Tensor], *states: State) -> State:
@@ -84,7 +98,7 @@ def run_with_resets(
 
 
 class Mixer(nn.Module):
-    """Base class of sequence-mixing sublayers. Subclasses set ``norm_position`` ("pre" or "skip")."""
+    """Base class of sequence-mixing sublayers. Subclasses set ``norm_position`` (one of ``NORM_POSITIONS``)."""
 
     norm_position = "pre"
 
@@ -112,15 +126,27 @@ class Block(nn.Module):
     def __init__(self, d_model: int, mixer: Mixer, ff: Optional[nn.Module], dropout: float = 0.0):
         super().__init__()
         self.mixer = mixer
-        self.mixer_norm = nn.LayerNorm(d_model)
+        self.mixer_norm = None if mixer.norm_position == "none" else nn.LayerNorm(d_model)
         self.ff = ff
         self.ff_norm = nn.LayerNorm(d_model) if ff is not None else None
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, state, reset):
+        encode = getattr(self.mixer, "encode_input", None)
+        if encode is not None:  # the mixer's input encoding (see the module docstring)
+            x = encode(x, state, reset)
+        if self.mixer.norm_position == "post":
+            y, state = self.mixer(x, state, reset)
+            h = self.mixer_norm(x + self.drop(y))
+            if self.ff is not None:
+                h = self.ff_norm(h + self.drop(self.ff(h)))
+            return h, state
         if self.mixer.norm_position == "skip":
             y, state = self.mixer(x, state, reset)
             h = self.mixer_norm(x) + self.drop(y)
+        elif self.mixer.norm_position == "none":
+            y, state = self.mixer(x, state, reset)
+            h = x + self.drop(y)
         else:
             y, state = self.mixer(self.mixer_norm(x), state, reset)
             h = x + self.drop(y)
@@ -143,6 +169,12 @@ class SequenceCore(nn.Module):
         self.d_model = d_model
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = nn.LayerNorm(d_model)
+        if blocks and all(b.mixer.norm_position == "post" for b in blocks):
+            self.final_norm = nn.Identity()  # each post-norm block already ends with a layer norm
+        for index, block in enumerate(self.blocks):
+            tell = getattr(block.mixer, "set_layer_index", None)
+            if tell is not None:
+                tell(index)
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> tuple:
         dtype = dtype or next(self.parameters()).dtype
@@ -177,6 +209,8 @@ class SequenceCore(nn.Module):
             loss = getattr(block.ff, "aux_loss", None)
             if loss is not None:
                 total = loss if total is None else total + loss
+        if total is None and isinstance(self.final_norm, nn.Identity):  # post-norm stacks
+            return torch.zeros((), device=next(self.parameters()).device)
         if total is None:
             return torch.zeros((), device=self.final_norm.weight.device)
         return total

@@ -4,7 +4,14 @@ purely additive (Katharopoulos et al. 2020) and the delta-rule (Schlag, Irie & S
 Per head, with feature map φ and fast weights S [d_key, d_head] starting at zero:
     lt:    S_t = S_{t-1} + φ(k_t) v_tᵀ                                  o_t = S_tᵀ φ(q_t)
     delta: S_t = S_{t-1} + φ(k_t) (β_t (v_t - S_{t-1}ᵀ φ(k_t)))ᵀ       o_t = S_tᵀ φ(q_t)
-with φ = ELU+1 (or DPFP for lt), then sum normalisation, and β_t = sigmoid(w_β x_t).
+with φ = ELU+1 (or DPFP for lt), then sum normalisation (option ``sum_normalise``), and β_t = sigmoid(w_β x_t).
+Both are pre-norm sublayers, ``x + out(fwp(LN(x)))``, with bias-free projections, as in the references.
+
+Sum normalisation φ(x) / (Σφ(x) + 1e-5) is on by default: IDSIA/modern-srwm's RL layers apply it to the LT
+and DeltaNet (``reinforcement_learning/torchbeast/layer.py``, ``elu_p1_sum_norm_eps``), and IDSIA/fwp-formal-lang
+to DeltaNet (``layers.py`` ``FastFFlayer``, there without the 1e-5). The formal-language LT of
+fwp-formal-lang (``layers.py`` ``LinearAttentionlayer``) has it commented out: ``sum_normalise=False``, which
+the ``env=formal/*`` presets set for ``lt`` (``agent.options_by_core.lt``).
 """
 from __future__ import annotations
 
@@ -23,7 +30,12 @@ FEATURE_MAPS = ("elu", "dpfp")
 
 
 class _FastWeightMixer(Mixer):
-    """Shared parts: input projection to per-head q, k, v (and β), output projection, state S."""
+    """Shared parts: input projection to per-head q, k, v (and β), output projection, state S.
+
+    d_head: width of a head (default d_model / num_heads); feature_map: ``elu`` (ELU+1) or ``dpfp``
+    (``dpfp_nu`` rolls); sum_normalise: divide φ(q), φ(k) by their sum (see the module docstring);
+    mode, chunk_size: the op's fast path.
+    """
 
     uses_beta = False
 

@@ -14,10 +14,19 @@ def elu_p1(x: torch.Tensor) -> torch.Tensor:
 
 
 def dpfp(x: torch.Tensor, nu: int = 1) -> torch.Tensor:
-    """Deterministic parameter-free projection (Schlag et al. 2021): [..., d] -> [..., 2·d·nu]."""
+    """Deterministic parameter-free projection (Schlag, Irie & Schmidhuber 2021), [..., d] -> [..., 2·d·nu]::
+
+        x' = [relu(x), relu(-x)]                                  [..., 2d]
+        dpfp(x) = [x' ⊙ roll(x', 1), x' ⊙ roll(x', 2), ..., x' ⊙ roll(x', nu)]
+
+    with ``roll(v, j)[i] = v[(i - j) mod 2d]`` (``torch.roll``). As ``mul_roll_repeat`` in IDSIA/recurrent-fwp
+    (``language_modeling/src/model_main.py``, ``DPFPMultiHeadAttn``): the j-th block multiplies x' itself,
+    not a repeated copy of each of its entries.
+    """
+    if nu < 1:
+        raise ValueError(f"dpfp: nu must be >= 1, got {nu}")
     x = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
-    rolled = torch.cat([x.roll(shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
-    return x.repeat_interleave(nu, dim=-1) * rolled if nu > 1 else x * rolled
+    return torch.cat([x * x.roll(shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
 
 
 def sum_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

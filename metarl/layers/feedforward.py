@@ -4,10 +4,19 @@ Each maps ``x [..., D] -> y [..., D]`` (no residual, no norm: the Block adds tho
 ``self.aux_loss`` (a scalar tensor or None) at every forward call.
 
 - ``"dense"``: ``DenseFF``, the two-layer ReLU MLP.
-- ``"moe"``: ``SigmaMoE``, the σ-MoE of Csordás, Irie & Schmidhuber (2023, "Approximating Two-Layer
-  Feedforward Networks for Efficient Transformers"): sigmoid expert scores, top-K experts per token,
-  expert dropout, entropy regulariser on the batch-averaged selection distribution.
-- ``"pkm"``: ``ProductKeyMemory`` of Lample et al. (2019, "Large Memory Layers with Product Keys").
+- ``"moe"``: ``SigmaMoE``, the σ-MoE of Csordás, Irie & Schmidhuber (EMNLP 2023 Findings, "Approximating
+  Two-Layer Feedforward Networks for Efficient Transformers"): sigmoid expert scores, top-K experts per
+  token, expert dropout, entropy regulariser on the batch-averaged selection distribution.
+- ``"pkm"``: ``ProductKeyMemory`` of Lample et al. (2019, "Large Memory Layers with Product Keys"), with
+  the ReLU-scored variant of Csordás et al. (2023) as options.
+
+References read: RobertCsordas/moe_layer ``triton_src/moe_layer/moe_layer_simple.py`` (σ-MoE),
+RobertCsordas/moe ``layers/moe_layer.py``, ``layers/transformer/relative_moe_transformer.py``,
+``layers/lowrank_approximate_2layer.py`` and ``sweeps/`` (the paper's experiments), facebookresearch/XLM
+``PKM-layer.ipynb`` and ``xlm/model/memory/memory.py`` (Lample's PKM).
+
+``weight_std_scale="preln"`` (σ-MoE and PKM) is the reference's rule for pre-LayerNorm stacks,
+``sqrt(2 / num_layers)``; ``cores.make`` passes ``num_layers`` to ``make_feedforward`` for it.
 
 ``ff_parameter_count`` gives the parameter count of any kind without building it, and
 ``match_moe_to_dense`` picks the σ-MoE size that matches a dense feed-forward (parameter-equal
@@ -16,7 +25,7 @@ comparison, as in the σ-MoE paper).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -25,14 +34,35 @@ from torch import nn
 from ..errors import ConfigError
 
 
-class DenseFF(nn.Module):
-    """Linear(D, d_ff) -> ReLU -> dropout -> Linear(d_ff, D).  x: [..., D] -> [..., D]."""
+def resolve_weight_std_scale(value, num_layers: Optional[int], who: str) -> float:
+    """The initialisation scale as a number: a positive number as given, or ``"preln"``, the rule of
+    Csordás et al. for pre-LN stacks, ``sqrt(2 / num_layers)`` (RobertCsordas/moe
+    ``relative_moe_transformer.py``: ``std_scale = math.sqrt(2.0 / n_layers) if preln else 1.0``; the
+    moe_layer README: "Use 1.0 for post-layernorm and sqrt(2/n_layers) for pre-layernorm").
+    """
+    if isinstance(value, str):
+        if value != "preln":
+            raise ConfigError(f"{who}: weight_std_scale must be a positive number or 'preln', got {value!r}")
+        if num_layers is None or num_layers < 1:
+            raise ConfigError(f"{who}: weight_std_scale='preln' (sqrt(2 / num_layers)) needs num_layers >= 1, "
+                              f"got {num_layers!r}; cores.make passes it, else pass num_layers=...")
+        return math.sqrt(2.0 / num_layers)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{who}: weight_std_scale must be a positive number or 'preln', got {value!r}")
+    return float(value)
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
+
+class DenseFF(nn.Module):
+    """Linear(D, d_ff) -> ReLU -> dropout -> Linear(d_ff, D).  x: [..., D] -> [..., D].
+
+    hidden_dropout=False drops the dropout on the hidden units (the Ruoss et al. / Delétang et al.
+    reference has dropout only on the sublayer outputs, which the Block applies)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, hidden_dropout: bool = True):
         super().__init__()
         self.up = nn.Linear(d_model, d_ff)
         self.down = nn.Linear(d_ff, d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout if hidden_dropout else 0.0)
         self.aux_loss: Optional[torch.Tensor] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,12 +121,28 @@ class SigmaMoE(nn.Module):
     each (token, expert) pair from the selection with probability ``expert_dropout`` before the top-K.
     ``self.aux_loss = entropy_reg · Σ_e p̄_e log p̄_e`` with p̄ the softmax of the selection logits
     averaged over all tokens of the call (maximises the entropy of the expert usage); it is computed on
-    the logits before expert dropout.
+    the logits before expert dropout (the reference's ``perplexity_reg_mode: global``, ``reg_type:
+    entropy``). It is a per-call (mean-like) quantity: a trainer whose main loss is a sum over tokens
+    scales it by the number of summed terms (the IMPALA learner does, ``metarl.rl.impala``).
 
-    Initialisation (paper, §5): experts as the dense layer they replace, W1 ~ N(0, 1/D) and
-    W2 ~ N(0, 1/(E·G)) (the total width, not the expert width); W_sel ~ N(0, 1/D), then its rows
-    (one per expert) renormalised to equal norm and rescaled to keep the std. ``weight_std_scale``
-    multiplies all three stds (the paper uses sqrt(2 / num_layers)).
+    Defaults and the paper's sweeps (RobertCsordas/moe ``sweeps/``): the parameter-matched models
+    (E·G = d_ff, e.g. 16 experts of 128, K = 4: ``small/*_lowreg_drop_expert.yaml``, ``enwik8/*_exp_drop.yaml``)
+    use ``moe.perplexity_reg: 0.0001`` and ``moe.drop_expert: 0.05``. ``entropy_reg`` defaults to that
+    1e-4 (it was 1e-3 before, the value of the paper's larger-than-dense MoEs, ``smallbig/``, ``big/``, and
+    the moe_layer README's "typically around 0.001": pass ``entropy_reg=0.001`` for it).
+    ``expert_dropout`` stays 0 by default, like ``dropout``, so a default core is deterministic in training
+    mode; the preset named after the paper (``configs/agent/moe.yaml``) sets 0.05.
+
+    Initialisation (moe_layer ``moe_layer_simple.py``, as in the paper): experts as the dense layer they
+    replace, W1 ~ N(0, s²/D) and W2 ~ N(0, s²/(E·G)) (the total width, not the expert width);
+    W_sel ~ N(0, s²/D), then its rows (one per expert) renormalised to equal norm and rescaled to keep
+    the std (``renorm_keep_std``; the sweeps' ``moe.norm_expert_sel_init: 1``). s = ``weight_std_scale``
+    multiplies all three stds: 1.0 (default; the reference's post-LN value, right for blocks with a
+    ``"post"`` mixer norm position) or ``"preln"`` = sqrt(2 / num_layers), the reference's rule for pre-LN
+    stacks, which metarl's Blocks are by default (a layer norm before the feed-forward, ``agent=moe``);
+    ``num_layers`` is then needed (``cores.make`` passes it). Where metarl differs: the
+    reference also scales the attention initialisation of pre-LN layers by the same rule
+    (``reset_prenorm_params``); metarl's mixers keep their own initialisation.
 
     impl: ``"loop"`` sorts the (token, slot) pairs by expert and runs one matmul pair per expert;
     ``"dense"`` computes all experts and masks the unselected ones (same values; it materialises
@@ -113,10 +159,11 @@ class SigmaMoE(nn.Module):
         expert_size: Optional[int] = None,
         top_k: int = 4,
         expert_dropout: float = 0.0,
-        entropy_reg: float = 0.001,
+        entropy_reg: float = 1e-4,
         bias: bool = False,
-        weight_std_scale: float = 1.0,
+        weight_std_scale: Union[float, str] = 1.0,
         impl: str = "auto",
+        num_layers: Optional[int] = None,
     ):
         super().__init__()
         num_experts, expert_size = moe_sizes(d_ff, num_experts, expert_size)
@@ -133,6 +180,7 @@ class SigmaMoE(nn.Module):
         self.expert_dropout = expert_dropout
         self.entropy_reg = entropy_reg
         self.impl = impl
+        self.weight_std_scale = resolve_weight_std_scale(weight_std_scale, num_layers, "σ-MoE")
 
         self.w_sel = nn.Parameter(torch.empty(num_experts, d_model))
         self.w1 = nn.Parameter(torch.empty(num_experts, d_model, expert_size))
@@ -145,15 +193,16 @@ class SigmaMoE(nn.Module):
             self.register_parameter("b2", None)
         self.drop = nn.Dropout(dropout)
         self.aux_loss: Optional[torch.Tensor] = None
-        self.reset_parameters(weight_std_scale)
+        self.reset_parameters()
 
     @torch.no_grad()
-    def reset_parameters(self, weight_std_scale: float = 1.0) -> None:
-        """The paper's initialisation (see the class docstring)."""
+    def reset_parameters(self, weight_std_scale: Optional[float] = None) -> None:
+        """The paper's initialisation (see the class docstring); the scale defaults to the module's."""
+        scale = self.weight_std_scale if weight_std_scale is None else weight_std_scale
         d, size = self.d_model, self.num_experts * self.expert_size
-        nn.init.normal_(self.w1, std=weight_std_scale * d ** -0.5)
-        nn.init.normal_(self.w2, std=weight_std_scale * size ** -0.5)
-        nn.init.normal_(self.w_sel, std=weight_std_scale * d ** -0.5)
+        nn.init.normal_(self.w1, std=scale * d ** -0.5)
+        nn.init.normal_(self.w2, std=scale * size ** -0.5)
+        nn.init.normal_(self.w_sel, std=scale * d ** -0.5)
         if self.w_sel.numel() > 1:  # equal row norms, same overall std
             std = self.w_sel.std()
             self.w_sel.div_(self.w_sel.norm(dim=1, keepdim=True))
@@ -226,7 +275,8 @@ class SigmaMoE(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, num_experts={self.num_experts}, expert_size={self.expert_size}, "
-                f"top_k={self.top_k}, expert_dropout={self.expert_dropout}, entropy_reg={self.entropy_reg}")
+                f"top_k={self.top_k}, expert_dropout={self.expert_dropout}, entropy_reg={self.entropy_reg}, "
+                f"weight_std_scale={self.weight_std_scale:.4g}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -243,15 +293,41 @@ def pkm_sizes(d_model: int, d_ff: int, num_keys: Optional[int] = None, d_key: Op
     return num_keys, d_key
 
 
+PKM_SCORE_ACTIVATIONS = ("softmax", "relu")
+PKM_INITS = ("lample", "csordas")
+
+
 class ProductKeyMemory(nn.Module):
     """Product-key memory (Lample et al., 2019) as a feed-forward.  x: [..., D] -> y: [..., D].
 
     q = x W_q + b_q  split into heads [H, d_key] and halves (q¹, q²) of d_key/2 each;
     sub-keys K¹_h, K²_h: [n, d_key/2]; slot (i, j) ↔ index i·n + j scores q¹·K¹_i + q²·K²_j.
     Per head: top-k of each half, then top-k of the k×k sums (exact: equals the top-k over all n²
-    slots), w = softmax(top-k scores), y = Σ_heads Σ_slots w · V[slot], V: [n², D] shared by the heads.
-    ``query_norm=True`` adds Lample's BatchNorm on the queries. ``dropout`` drops selected slots (the
-    memory's "hidden units"). aux_loss is None.
+    slots), w = act(top-k scores), y = Σ_heads Σ_slots w · V[slot], V: [n², D] shared by the heads.
+    ``dropout`` drops selected slots (the memory's "hidden units"; the reference's ``dropout_mode:
+    score``). aux_loss is None.
+
+    Lample's setting (facebookresearch/XLM ``PKM-layer.ipynb``, "a configuration that worked well in our
+    experiments"): ``heads=4``, ``top_k=32`` (knn), ``query_norm=True`` (BatchNorm1d on the projected
+    queries: batch statistics in training, running statistics in eval; the notebook warns that padding
+    tokens distort them), ``score_activation="softmax"`` (per head, over its k scores),
+    ``init="lample"``: sub-keys ~ U(±1/sqrt(d_key/2)) (nn.Linear-like), values ~ N(0, 1/D), the query
+    projection with nn.Linear's default init and a bias. ``configs/agent/pkm.yaml`` uses it. The class
+    defaults (``heads=1``, ``top_k=8``, no query norm) are kept from before for existing configs.
+    Where metarl differs: Lample adds one large memory (512² slots, d_key 256) at one layer; metarl's
+    cores put the same kind of feed-forward in every block, so the default memory has about d_ff slots.
+
+    Csordás et al.'s variant (RobertCsordas/moe ``layers/lowrank_approximate_2layer.py``, used by
+    ``variant: preln_kvmem`` with ``sweeps/small/wikitext103_pkm*.yaml``: 4 heads, knn 128):
+    ``score_activation="relu"`` (w = ReLU(score), unnormalised, instead of the softmax; the reference's
+    ``transformer.activation: relu``), ``query_projection=False`` (the reference's default
+    ``kvmem.linproj: False``: the layer-normed input itself is the query of every head, the heads differ
+    only by their sub-keys; needs d_key = d_model), no query BatchNorm, ``init="csordas"``: sub-keys and
+    values ~ N(0, s²/D) (its ``custom_init: 0``), a query projection (if any) ~ N(0, s²/D) without bias;
+    and ``weight_std_scale="preln"`` (s = sqrt(2 / num_layers), its pre-LN rule). ``weight_std_scale``
+    multiplies the initial stds (and the uniform bound) of either init; 1.0 leaves Lample's exactly.
+    Where metarl differs: the reference's ``softmax`` option normalises over all heads·knn scores of a
+    token jointly; metarl's ``"softmax"`` is Lample's, per head.
     """
 
     def __init__(
@@ -264,17 +340,39 @@ class ProductKeyMemory(nn.Module):
         heads: int = 1,
         d_key: Optional[int] = None,
         query_norm: bool = False,
+        score_activation: str = "softmax",
+        query_projection: bool = True,
+        init: str = "lample",
+        weight_std_scale: Union[float, str] = 1.0,
+        num_layers: Optional[int] = None,
     ):
         super().__init__()
+        if not query_projection:
+            if d_key not in (None, d_model) or d_model % 2:
+                raise ConfigError(
+                    f"product-key memory with query_projection=False uses the input as the query: d_key must "
+                    f"be d_model and even, got d_model={d_model}, d_key={d_key}")
+            d_key = d_model
         num_keys, d_key = pkm_sizes(d_model, d_ff, num_keys, d_key)
         if heads < 1 or not 1 <= top_k <= num_keys * num_keys:
             raise ConfigError(
                 f"product-key memory needs heads >= 1 and 1 <= top_k <= num_keys² = {num_keys * num_keys}, "
                 f"got heads={heads}, top_k={top_k}"
             )
+        if score_activation not in PKM_SCORE_ACTIVATIONS:
+            raise ConfigError(f"product-key memory score_activation must be one of {PKM_SCORE_ACTIVATIONS}, "
+                              f"got {score_activation!r}")
+        if init not in PKM_INITS:
+            raise ConfigError(f"product-key memory init must be one of {PKM_INITS}, got {init!r}")
         self.d_model, self.num_keys, self.top_k, self.heads, self.d_key = d_model, num_keys, top_k, heads, d_key
-        self.query = nn.Linear(d_model, heads * d_key)
-        self.query_norm = nn.BatchNorm1d(heads * d_key) if query_norm else None
+        self.score_activation, self.init = score_activation, init
+        self.weight_std_scale = resolve_weight_std_scale(weight_std_scale, num_layers, "product-key memory")
+        if query_projection:
+            self.query = nn.Linear(d_model, heads * d_key, bias=init == "lample")
+        else:
+            self.register_module("query", None)
+        q_width = heads * d_key if query_projection else d_key
+        self.query_norm = nn.BatchNorm1d(q_width) if query_norm else None
         self.keys = nn.Parameter(torch.empty(heads, 2, num_keys, d_key // 2))
         self.values = nn.EmbeddingBag(num_keys * num_keys, d_model, mode="sum")
         self.dropout = dropout
@@ -283,16 +381,30 @@ class ProductKeyMemory(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Lample et al.: sub-keys ~ U(±1/sqrt(d_key/2)), values ~ N(0, 1/D)."""
-        bound = (self.d_key // 2) ** -0.5
-        nn.init.uniform_(self.keys, -bound, bound)
-        nn.init.normal_(self.values.weight, std=self.d_model ** -0.5)
+        """``init="lample"``: sub-keys ~ U(±s/sqrt(d_key/2)), values ~ N(0, s²/D), nn.Linear's query init;
+        ``init="csordas"``: sub-keys, values and query weight ~ N(0, s²/D); s = weight_std_scale."""
+        s, d = self.weight_std_scale, self.d_model
+        if self.init == "lample":
+            bound = s * (self.d_key // 2) ** -0.5
+            nn.init.uniform_(self.keys, -bound, bound)
+            if self.query is not None:
+                self.query.reset_parameters()
+                self.query.weight.mul_(s)
+        else:
+            nn.init.normal_(self.keys, std=s * d ** -0.5)
+            if self.query is not None:
+                nn.init.normal_(self.query.weight, std=s * d ** -0.5)
+        nn.init.normal_(self.values.weight, std=s * d ** -0.5)
+        if self.query_norm is not None:
+            self.query_norm.reset_parameters()
 
     def queries(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, D] -> q: [N, H, d_key]."""
-        q = self.query(x)
+        """x: [N, D] -> q: [N, H, d_key] (BatchNorm'd with ``query_norm``; x itself without a projection)."""
+        q = self.query(x) if self.query is not None else x
         if self.query_norm is not None:
             q = self.query_norm(q)
+        if self.query is None:
+            return q.unsqueeze(1).expand(x.shape[0], self.heads, self.d_key)
         return q.view(x.shape[0], self.heads, self.d_key)
 
     def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,28 +422,49 @@ class ProductKeyMemory(nn.Module):
         scores, best = pair_scores.topk(k, dim=-1)
         return scores, pair_slots.gather(-1, best)
 
+    def address(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [N, D] -> (weights [N, H, k], slots [N, H, k]): the read weights before dropout —
+        softmax over each head's k scores (Lample: each head's weights sum to 1) or ReLU (Csordás: >= 0)."""
+        scores, slots = self.lookup(x)
+        weights = torch.softmax(scores, dim=-1) if self.score_activation == "softmax" else torch.relu(scores)
+        return weights, slots
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        scores, slots = self.lookup(x)
-        weights = F.dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
+        weights, slots = self.address(x)
+        weights = F.dropout(weights, self.dropout, self.training)
         y = self.values(slots.flatten(1), per_sample_weights=weights.flatten(1).to(self.values.weight.dtype))
         return y.reshape(shape)
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, num_keys={self.num_keys} ({self.num_keys ** 2} slots), "
-                f"top_k={self.top_k}, heads={self.heads}, d_key={self.d_key}")
+                f"top_k={self.top_k}, heads={self.heads}, d_key={self.d_key}, "
+                f"score_activation={self.score_activation}, init={self.init}")
 
 
 FEEDFORWARDS = {"dense": DenseFF, "moe": SigmaMoE, "pkm": ProductKeyMemory}
 
 
-def make_feedforward(kind: str, d_model: int, d_ff: int, dropout: float = 0.0, **options) -> Optional[nn.Module]:
-    """Build a feed-forward sublayer by name; ``"none"`` gives no feed-forward sublayer."""
+#: the kinds whose initialisation can depend on the depth of the stack (``weight_std_scale="preln"``)
+DEPTH_AWARE = ("moe", "pkm")
+
+
+def make_feedforward(
+    kind: str, d_model: int, d_ff: int, dropout: float = 0.0, num_layers: Optional[int] = None, **options
+) -> Optional[nn.Module]:
+    """Build a feed-forward sublayer by name; ``"none"`` gives no feed-forward sublayer.
+
+    num_layers: the number of blocks of the stack the sublayer sits in (``cores.make`` passes it); handed
+    to the kinds in ``DEPTH_AWARE``, where ``weight_std_scale="preln"`` turns it into sqrt(2 / num_layers),
+    and ignored by the others.
+    """
     if kind == "none":
         return None
     if kind not in FEEDFORWARDS:
         raise ConfigError(f"unknown feed-forward {kind!r}; known: {sorted(FEEDFORWARDS) + ['none']}")
+    if kind in DEPTH_AWARE:
+        options["num_layers"] = num_layers
     return FEEDFORWARDS[kind](d_model, d_ff, dropout, **options)
 
 
@@ -343,14 +476,17 @@ def ff_parameter_count(kind: str, d_model: int, d_ff: int, **options) -> int:
     """Number of parameters of ``make_feedforward(kind, d_model, d_ff, **options)``, computed analytically.
 
     dense: 2·D·F + F + D;  moe: E·D (selection) + 2·E·D·G (+ E·G + D with bias);
-    pkm: D·H·d_key + H·d_key (query, + 2·H·d_key with query_norm) + H·n·d_key (sub-keys) + n²·D (values).
+    pkm: D·H·d_key + H·d_key (query; no bias with init="csordas", none at all with query_projection=False)
+    + 2·H·d_key with query_norm (2·d_key without a projection) + H·n·d_key (sub-keys) + n²·D (values).
     """
     options.pop("dropout", None)
+    options.pop("num_layers", None)
     if kind == "none":
         return 0
     if kind == "dense":
+        options.pop("hidden_dropout", None)
         if options:
-            raise ConfigError(f"dense feed-forward takes no options, got {sorted(options)}")
+            raise ConfigError(f"dense feed-forward takes only hidden_dropout, got {sorted(options)}")
         return 2 * d_model * d_ff + d_ff + d_model
     if kind == "moe":
         e, g = moe_sizes(d_ff, options.get("num_experts"), options.get("expert_size"))
@@ -359,11 +495,16 @@ def ff_parameter_count(kind: str, d_model: int, d_ff: int, **options) -> int:
             count += e * g + d_model
         return count
     if kind == "pkm":
-        n, d_key = pkm_sizes(d_model, d_ff, options.get("num_keys"), options.get("d_key"))
+        projection = options.get("query_projection", True)
+        d_key = options.get("d_key") if projection else d_model
+        n, d_key = pkm_sizes(d_model, d_ff, options.get("num_keys"), d_key)
         h = options.get("heads", 1)
-        count = d_model * h * d_key + h * d_key + h * n * d_key + n * n * d_model
+        q_width = h * d_key if projection else d_key
+        count = h * n * d_key + n * n * d_model
+        if projection:
+            count += d_model * q_width + (q_width if options.get("init", "lample") == "lample" else 0)
         if options.get("query_norm", False):
-            count += 2 * h * d_key
+            count += 2 * q_width
         return count
     raise ConfigError(f"unknown feed-forward {kind!r}; known: {sorted(FEEDFORWARDS) + ['none']}")
 
@@ -389,4 +530,5 @@ def match_moe_to_dense(d_model: int, d_ff_dense: int, expert_size: int, bias: bo
 __all__ = [
     "DenseFF", "SigmaMoE", "ProductKeyMemory", "FEEDFORWARDS", "make_feedforward",
     "ff_parameter_count", "match_moe_to_dense", "moe_sizes", "pkm_sizes", "selection_entropy_loss",
+    "resolve_weight_std_scale", "DEPTH_AWARE", "PKM_SCORE_ACTIVATIONS", "PKM_INITS",
 ]

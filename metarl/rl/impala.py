@@ -115,7 +115,10 @@ class Learner:
         pg_loss = losses.policy_gradient_loss(logits, actions, vt.pg_advantages)
         baseline_loss = cfg.baseline_cost * losses.baseline_loss(vt.vs - values)
         entropy_loss = cfg.entropy_cost * losses.entropy_loss(logits)
-        aux_loss = self.agent.aux_loss()
+        # the three losses above are sums over the B·T steps (losses.py, reduction="sum", as torchbeast); the
+        # core's aux loss (σ-MoE entropy regulariser) is one per-batch mean-like term, weighted for a per-token
+        # mean loss (Csordás et al.): scale it by the number of summed terms so entropy_reg keeps that meaning
+        aux_loss = self.agent.aux_loss() * actions.numel()
         total = pg_loss + baseline_loss + entropy_loss + aux_loss
         if not torch.isfinite(total):
             raise NonFiniteLossError(
@@ -130,7 +133,7 @@ class Learner:
         self.updates += 1
         return {
             "losses/total": total.item(), "losses/policy": pg_loss.item(), "losses/baseline": baseline_loss.item(),
-            "losses/entropy": entropy_loss.item(), "losses/aux": float(aux_loss),
+            "losses/entropy": entropy_loss.item(), "losses/aux": aux_loss.item(),
             "charts/grad_norm": grad_norm, "charts/learning_rate": lr,
             "charts/policy_lag": self.updates - 1 - batch["version"],
         }

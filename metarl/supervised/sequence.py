@@ -32,6 +32,10 @@ class SequenceClassifier(nn.Module):
     def __init__(self, vocab_size: int, num_classes: int, core: nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, core.d_model)
+        if getattr(core.blocks[0].mixer, "scale_input", False):
+            # the Ruoss et al. encoder scales embeddings by sqrt(d): its reference initialises them with a
+            # truncated normal of std 0.02 (randomized_positional_encodings models/transformer.py), not N(0, 1)
+            nn.init.trunc_normal_(self.embed.weight, std=0.02)
         self.core = core
         self.head = nn.Linear(core.d_model, num_classes)
         self.causal = all(getattr(block.mixer, "causal", True) for block in core.blocks)

@@ -65,3 +65,32 @@ def test_bad_keys():
         cores.from_config({"name": "lstm", "d_model": 8, "num_layer": 3})
     with pytest.raises(ValueError, match="'d_model'"):
         cores.from_config({"name": "lstm"})
+
+
+def test_options_by_core_merge_under_options_for_the_matching_core():
+    base = {"name": "srwm", "d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32,
+            "options_by_core": {"srwm": {"d_head": 8, "input_softmax": True, "norm": "none"},
+                                "lt": {"sum_normalise": False}}}
+    mixer = cores.from_config(base).blocks[0].mixer
+    assert mixer.d_head == 8 and mixer.input_softmax and mixer.norm_position == "none"
+    # agent.options wins over the preset, key by key
+    mixer = cores.from_config({**base, "options": {"norm": "pre"}}).blocks[0].mixer
+    assert mixer.norm_position == "pre" and mixer.input_softmax and mixer.d_head == 8
+    # another core takes only its own entry: the srwm options never reach the LT or the LSTM
+    assert cores.from_config({**base, "name": "lt"}).blocks[0].mixer.sum_normalise is False
+    assert cores.from_config({**base, "name": "lstm"}).name == "lstm"
+
+
+def test_options_by_core_in_a_structured_config():
+    cfg = OmegaConf.merge(agent_config("srwm"), {"options_by_core": {"srwm": {"beta_init": 0.0}}})
+    torch.manual_seed(0)
+    assert abs(cores.from_config(cfg).blocks[0].mixer.wb.mean().item()) < 0.1
+    cfg = OmegaConf.merge(cfg, {"options": {"beta_init": -1.0}})
+    assert cores.from_config(cfg).blocks[0].mixer.wb.mean().item() < -0.8
+
+
+def test_options_by_core_names_must_be_cores():
+    with pytest.raises(ValueError, match="options_by_core.*'srmw'.*known cores"):
+        cores.from_config({"name": "lstm", "d_model": 8, "options_by_core": {"srmw": {"d_head": 4}}})
+    with pytest.raises(ValueError, match="options_by_core must map"):
+        cores.from_config({"name": "lstm", "d_model": 8, "options_by_core": {"srwm": 3}})

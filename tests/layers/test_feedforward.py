@@ -6,12 +6,14 @@ import math
 import pytest
 import torch
 
+from metarl import cores
 from metarl.cores.base import Block, Mixer, SequenceCore
 from metarl.layers.feedforward import (
     FEEDFORWARDS, DenseFF, ProductKeyMemory, SigmaMoE, ff_parameter_count, make_feedforward,
     match_moe_to_dense, moe_sizes,
 )
 from metarl.testing import assert_close
+from metarl.train import compose_config
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -183,6 +185,61 @@ def test_moe_initialisation_follows_the_paper():
     assert m.w_sel.std().item() == pytest.approx(256 ** -0.5, rel=0.05)
 
 
+def test_moe_defaults_and_the_old_regulariser_weight():
+    m = SigmaMoE(16, 64)
+    assert m.entropy_reg == 1e-4 and m.expert_dropout == 0.0 and m.top_k == 4 and m.weight_std_scale == 1.0
+    assert SigmaMoE(16, 64, entropy_reg=1e-3).entropy_reg == 1e-3  # the previous default, still reachable
+
+
+def reference_moe_stds(d_model, num_experts, expert_size, scale):
+    """moe_layer_simple.py: keys N(0, (dmodel^-0.5 s)²), values N(0, ((E·G)^-0.5 s)²),
+    expert_sel N(0, (dmodel^-0.5 s)²) then renorm_keep_std (same std);
+    RobertCsordas/moe relative_moe_transformer.py: s = sqrt(2 / n_layers) if preln."""
+    return (d_model ** -0.5 * scale, (num_experts * expert_size) ** -0.5 * scale, d_model ** -0.5 * scale)
+
+
+@pytest.mark.parametrize("num_layers", [1, 4, 16])
+def test_moe_preln_init_matches_the_reference_formula(num_layers):
+    torch.manual_seed(13)
+    m = SigmaMoE(256, 2048, num_experts=16, expert_size=128, weight_std_scale="preln", num_layers=num_layers)
+    scale = math.sqrt(2.0 / num_layers)
+    assert m.weight_std_scale == pytest.approx(scale)
+    w1, w2, sel = reference_moe_stds(256, 16, 128, scale)
+    assert m.w1.std().item() == pytest.approx(w1, rel=0.02)
+    assert m.w2.std().item() == pytest.approx(w2, rel=0.02)
+    assert m.w_sel.std().item() == pytest.approx(sel, rel=0.05)  # 4096 draws; renorm_keep_std keeps their std
+    norms = m.w_sel.norm(dim=1)
+    assert_close("equal selection row norms", norms.mean().expand(16), norms, rtol=1e-5)
+    # a number works as before; reset_parameters keeps the module's scale
+    fixed = SigmaMoE(256, 2048, num_experts=16, weight_std_scale=0.5)
+    fixed.reset_parameters()
+    assert fixed.w1.std().item() == pytest.approx(0.5 / 16, rel=0.02)
+
+
+def test_moe_preln_scale_comes_from_the_core_depth():
+    core = cores.make("mlp", d_model=16, num_layers=8, ff="moe", ff_options={"weight_std_scale": "preln"})
+    assert all(b.ff.weight_std_scale == pytest.approx(0.5) for b in core.blocks)  # sqrt(2 / 8)
+    assert cores.make("mlp", d_model=16, num_layers=8, ff="moe").blocks[0].ff.weight_std_scale == 1.0
+    with pytest.raises(ValueError, match="num_layers"):
+        SigmaMoE(16, 64, weight_std_scale="preln")  # built alone: the depth must be given
+    with pytest.raises(ValueError, match="weight_std_scale"):
+        SigmaMoE(16, 64, weight_std_scale="postln", num_layers=2)
+
+
+def test_moe_preset_uses_the_papers_settings():
+    cfg = compose_config("env=recall", "agent=moe", "agent.num_layers=4")
+    assert cfg.agent.ff == "moe"
+    opts = cfg.agent.ff_options
+    assert opts.entropy_reg == 1e-4 and opts.expert_dropout == 0.05 and opts.top_k == 4 and opts.num_experts == 16
+    assert opts.weight_std_scale == "preln"
+    core = cores.from_config(cfg.agent)
+    for block in core.blocks:
+        ff = block.ff
+        assert (ff.entropy_reg, ff.expert_dropout, ff.top_k, ff.num_experts) == (1e-4, 0.05, 4, 16)
+        assert ff.num_experts * ff.expert_size == cfg.agent.d_ff  # parameter-matched, as the paper's sweep
+        assert ff.weight_std_scale == pytest.approx(math.sqrt(2 / 4))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Product-key memory
 # ---------------------------------------------------------------------------------------------------
@@ -233,6 +290,84 @@ def test_pkm_defaults_and_errors():
         ProductKeyMemory(8, 16, num_keys=3, top_k=10)
 
 
+def test_pkm_query_batchnorm_train_vs_eval():
+    torch.manual_seed(14)
+    m = ProductKeyMemory(8, 64, num_keys=6, top_k=4, heads=2, d_key=6, query_norm=True).double()
+    x = torch.randn(50, 8, dtype=torch.float64) * 3 + 1
+    raw = m.query(x)  # [N, H·d_key] before the norm
+    m.train()
+    q = m.queries(x).reshape(50, -1)  # batch statistics: zero mean, unit (biased) variance per feature
+    assert q.mean(0).abs().max().item() < 1e-9  # train: batch mean 0
+    assert_close("train: batch var 1", torch.ones(12, dtype=torch.float64), q.var(0, unbiased=False), rtol=1e-3)
+    bn = m.query_norm
+    assert_close("running mean updated", 0.1 * raw.mean(0).detach(), bn.running_mean, rtol=1e-9)
+    # in training a token's output depends on the rest of the batch; in eval it does not
+    assert not torch.allclose(m(x)[:5], m(x[:5]))
+    m.eval()
+    expected = (raw - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    assert_close("eval: running statistics", expected, m.queries(x).reshape(50, -1), rtol=1e-12)
+    assert_close("eval: tokens independent", m(x)[:5], m(x[:5]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "relu"])
+def test_pkm_read_weights(activation):
+    torch.manual_seed(15)
+    m = randomise(ProductKeyMemory(6, 36, num_keys=6, top_k=5, heads=3, d_key=8, score_activation=activation))
+    x = torch.randn(40, 6, dtype=torch.float64)
+    weights, slots = m.address(x)
+    scores, same_slots = m.lookup(x)
+    assert torch.equal(slots, same_slots) and weights.shape == (40, 3, 5)
+    if activation == "softmax":  # Lample: each head's weights sum to 1
+        assert_close("softmax sums", torch.ones(40, 3, dtype=torch.float64), weights.sum(-1), rtol=1e-12)
+        assert (weights > 0).all()
+    else:  # Csordás: ReLU of the scores, non-negative, unnormalised
+        assert (weights >= 0).all() and (weights == 0).any() and (weights > 0).any()
+        assert_close("relu", scores.clamp_min(0), weights, rtol=0)
+    y = (weights.unsqueeze(-1) * m.values.weight[slots]).sum(dim=(1, 2))
+    assert_close(f"{activation} output", y, m(x), rtol=1e-12)
+
+
+def test_pkm_without_query_projection_uses_the_input_for_every_head():
+    torch.manual_seed(16)
+    m = ProductKeyMemory(8, 64, num_keys=5, top_k=3, heads=2, query_projection=False, score_activation="relu",
+                         init="csordas", weight_std_scale="preln", num_layers=8).double()
+    assert m.query is None and m.d_key == 8
+    x = torch.randn(7, 8, dtype=torch.float64)
+    assert_close("q = x per head", x.unsqueeze(1).expand(7, 2, 8), m.queries(x), rtol=0)
+    with pytest.raises(ValueError, match="d_key"):
+        ProductKeyMemory(8, 64, query_projection=False, d_key=6)
+
+
+def test_pkm_csordas_init_follows_the_reference():
+    """lowrank_approximate_2layer.py, custom_init 0: keys and values ~ N(0, (n_dim^-0.5 · weight_scale)²),
+    weight_scale = sqrt(2 / n_layers) (relative_preln_kvmem_transformer.py)."""
+    torch.manual_seed(17)
+    m = ProductKeyMemory(128, 4096, num_keys=64, heads=4, init="csordas", weight_std_scale="preln", num_layers=8)
+    std = 128 ** -0.5 * 0.5
+    assert m.keys.std().item() == pytest.approx(std, rel=0.02)
+    assert m.values.weight.std().item() == pytest.approx(std, rel=0.02)
+    assert m.query.weight.std().item() == pytest.approx(std, rel=0.02) and m.query.bias is None
+    lample = ProductKeyMemory(128, 4096, num_keys=64, heads=4)  # uniform sub-keys, N(0, 1/D) values
+    assert lample.keys.abs().max().item() <= 64 ** -0.5
+    assert lample.values.weight.std().item() == pytest.approx(128 ** -0.5, rel=0.02)
+    with pytest.raises(ValueError, match="score_activation"):
+        ProductKeyMemory(8, 16, score_activation="sigmoid")
+    with pytest.raises(ValueError, match="init"):
+        ProductKeyMemory(8, 16, init="xavier")
+
+
+def test_pkm_preset_uses_lamples_settings():
+    cfg = compose_config("env=recall", "agent=pkm")
+    assert cfg.agent.ff == "pkm"
+    opts = cfg.agent.ff_options
+    assert opts.heads == 4 and opts.top_k == 32 and opts.query_norm is True
+    core = cores.from_config(cfg.agent)
+    for block in core.blocks:
+        ff = block.ff
+        assert (ff.heads, ff.top_k, ff.score_activation) == (4, 32, "softmax")
+        assert isinstance(ff.query_norm, torch.nn.BatchNorm1d)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Registry, parameter counting and matching, use inside a core
 # ---------------------------------------------------------------------------------------------------
@@ -244,6 +379,9 @@ def test_pkm_defaults_and_errors():
     ("moe", dict(expert_size=48)),
     ("pkm", {}),
     ("pkm", dict(num_keys=6, heads=3, d_key=10, query_norm=True)),
+    ("pkm", dict(num_keys=6, heads=3, init="csordas", score_activation="relu")),
+    ("pkm", dict(num_keys=6, heads=3, query_projection=False, query_norm=True)),
+    ("moe", dict(weight_std_scale="preln", num_layers=3)),
 ])
 def test_parameter_count_is_exact(kind, options):
     assert ff_parameter_count(kind, 24, 96, **options) == n_params(make_feedforward(kind, 24, 96, 0.1, **options))
