@@ -8,6 +8,15 @@ T in {64, 256, 1024, 4096}, it times every mode; the per-step Python loop is the
 oracle, written like the maths). A measurement whose smaller-T sibling took longer than --budget seconds
 is skipped (shown as "-"). The modes of one op are timed in alternation and the fastest of
 --repeats rounds is kept, so ratios stay meaningful on a busy machine. Prints a table and the goal checks, and writes JSON (bench_results/).
+
+The "resets" section (``--sections resets``) times forward+backward of a batch with episode resets
+(``reset [B, T]``, each step resetting with probability 0.02 or 0.1) against the same batch without, at the
+size of the RL agents: 2 layers, d_model 128 (8 heads of 16), B 32, T 51, for srwm, delta, lt and recdelta:
+- at the op level (the op of each layer, fast mode, called twice): "mask" passes the reset mask to the op,
+  "cut" emulates cutting the time axis at every step where some row resets (what ``run_with_resets`` in
+  ``metarl/cores/base.py`` does) by running the pieces one after another;
+- at the core level: ``core(x, reset=reset)`` as the cores run it today.
+Goal: a batch with resets costs at most 1.15x the same batch without.
 """
 from __future__ import annotations
 
@@ -21,9 +30,11 @@ from pathlib import Path
 import torch
 
 from metarl import cores
-from metarl.ops import delta_rule, linear_attention, srwm
+from metarl.ops import delta_rule, linear_attention, rec_delta, srwm
+from metarl.testing import assert_close
 
 B, H = 8, 4
+CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of this process, all its threads)
 
 
 def op_inputs(op, T, d, dtype=torch.float32):
@@ -61,11 +72,11 @@ CORES = {  # name -> (mode option name or None, modes)
 def make_step(fn, backward):
     """One timed call: fn() (+ backward of its sum)."""
     def once():
-        start = time.perf_counter()
+        start = CLOCK()
         out = fn()
         if backward:
             out.sum().backward()
-        return time.perf_counter() - start
+        return CLOCK() - start
     return once
 
 
@@ -101,9 +112,45 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="rounds per measurement (the fastest is kept)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 avoids OpenMP stalls when other processes share the cores)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: elapsed time; cpu: CPU time of this process (steadier when others share the "
+                             "machine; with several threads it adds them up)")
+    parser.add_argument("--sections", default="grid,resets",
+                        help="comma-separated: grid (tokens/s of every op/core and mode), resets (cost of resets)")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
+    sections = set(args.sections.split(","))
+    unknown = sections - {"grid", "resets"}
+    if unknown:
+        parser.error(f"--sections: unknown {', '.join(sorted(unknown))}; choose from grid, resets")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock")
+    report = {"machine": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "clock": args.clock}
+    goals = []
+    if "grid" in sections:
+        rows = grid_section(args)
+        report.update(B=B, H=H, rows=rows)
+        goals += check_goals(rows)
+    if "resets" in sections:
+        reset_rows = reset_section(args)
+        report["resets"] = {"B": RESET_B, "T": RESET_T, "layers": RESET_LAYERS, "d_model": RESET_H * RESET_D,
+                            "heads": RESET_H, "rows": reset_rows}
+        goals += check_reset_goals(reset_rows)
+    print("\nGoals (measured side by side in this run):")
+    for goal in goals:
+        print(f"  [{goal['status']}] {goal['goal']}: {goal['measured']}")
+    report["goals"] = goals
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}")
+
+
+def grid_section(args):
+    """tokens/s of every op and core, each mode, forward and forward+backward, over d_head and T."""
     lengths = (64, 256) if args.quick else (64, 256, 1024, 4096)
     heads = (16,) if args.quick else (16, 64)
     only = set(args.only.split(",")) if args.only else None
@@ -112,8 +159,7 @@ def main():
     # the ratios compare runs made side by side, and the minimum shrugs off other load on the machine.
     jobs = [("op", n, modes) for n, (_, modes) in OPS.items()] + [("core", n, modes) for n, (_, modes) in CORES.items()]
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={B}, H={H}; tokens/s = B*T / seconds "
-          f"(best of {args.repeats})")
+    print(f"\nB={B}, H={H}; tokens/s = B*T / seconds (best of {args.repeats})")
     print(f"{'kind':5} {'name':17} {'mode':11} {'d':>3} {'T':>5} {'fwd tok/s':>12} {'fwd+bwd tok/s':>14}")
     for kind, name, modes in jobs:
         if only and name not in only:
@@ -147,16 +193,7 @@ def main():
                     print(f"{kind:5} {name:17} {m:11} {d:3d} {T:5d} {fmt(results[m]['fwd_tokens_per_s'])} "
                           f"{fmt(results[m]['fwd_bwd_tokens_per_s']):>14}", flush=True)
 
-    goals = check_goals(rows)
-    print("\nGoals (measured side by side in this run):")
-    for goal in goals:
-        print(f"  [{goal['status']}] {goal['goal']}: {goal['measured']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__,
-                               "threads": torch.get_num_threads(), "B": B, "H": H,
-                               "rows": rows, "goals": goals}, indent=1))
-    print(f"wrote {out}")
+    return rows
 
 
 def lookup(rows, kind, name, mode, d, T, key="fwd_bwd_tokens_per_s"):
@@ -193,6 +230,170 @@ def check_goals(rows):
         add(f"srwm fused / loop, fwd+bwd, T=256, d={d} >= 3x", fast / loop if fast and loop else None, 3)
     return goals
 
+
+
+# ---------------------------------------------------------------- the "resets" section
+RESET_B, RESET_T, RESET_H, RESET_D, RESET_LAYERS = 32, 51, 8, 16, 2  # the RL agents: d_model 128 = 8 x 16
+RESET_PROBS = (0.02, 0.1)
+RESET_CORES = ("srwm", "delta", "lt", "recdelta")  # the op of each: srwm, delta_rule, linear_attention, rec_delta
+
+
+def reset_op_inputs(name, seed):
+    """One layer's op inputs at the agent size: (sequence tensors [B, T, ...], shared tensors, initial state)."""
+    g = torch.Generator().manual_seed(seed)
+    Bn, T, Hn, d = RESET_B, RESET_T, RESET_H, RESET_D
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).requires_grad_()
+
+    def features():  # positive, sum-normalised (what the cores' feature maps give)
+        f = torch.rand(Bn, T, Hn, d, generator=g) + 0.1
+        return (f / f.sum(-1, keepdim=True)).requires_grad_()
+
+    if name == "srwm":
+        return [rnd(Bn, T, Hn, d)], [], [rnd(Bn, Hn, d, cols, scale=d ** -0.5) for cols in (d, d, d, 4)]
+    if name == "recdelta":
+        return ([rnd(Bn, T, Hn, 3 * d + 1)], [rnd(Hn, d, 3 * d + 1, scale=d ** -0.5)],
+                [rnd(Bn, Hn, d, d, scale=d ** -0.5), rnd(Bn, Hn, d)])
+    seq = [features(), features(), rnd(Bn, T, Hn, d)]
+    if name == "delta":
+        seq.append(torch.rand(Bn, T, Hn, generator=g).requires_grad_())
+    return seq, [], [rnd(Bn, Hn, d, d, scale=0.1)]
+
+
+def reset_op_call(name, seq, shared, state, reset=None):
+    """The op of core ``name`` in its fast mode -> (output [B, T, H, d], final state as a list)."""
+    if name == "srwm":
+        y, final = srwm(seq[0], *state, mode="fused", reset=reset)
+        return y, list(final)
+    if name == "recdelta":
+        o, (S, y) = rec_delta(seq[0], shared[0], initial_state=tuple(state), reset=reset)
+        return o, [S, y]
+    op = linear_attention if name == "lt" else delta_rule
+    o, S = op(*seq, initial_state=state[0], mode="chunk", reset=reset)
+    return o, [S]
+
+
+def cut_time_axis(name, seq, shared, state, reset):
+    """What ``run_with_resets`` (metarl/cores/base.py) does, at the op level: cut the time axis at every step
+    where some row resets and run the pieces one after another, the rows that reset given the initial state."""
+    initial = state
+    cuts = reset.any(0).nonzero().flatten().tolist()
+    bounds = sorted({0, *cuts, reset.shape[1]})
+    outputs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if start in cuts:
+            m = reset[:, start]
+            state = [torch.where(m.view(-1, *[1] * (s.dim() - 1)), s0, s) for s0, s in zip(initial, state)]
+        o, state = reset_op_call(name, [x[:, start:end] for x in seq], shared, state)
+        outputs.append(o)
+    return torch.cat(outputs, dim=1), state
+
+
+def _fwd_bwd(run):
+    """Time ``run()`` (a list of result tensors) and the backward of the sum of all results."""
+    def once():
+        start = CLOCK()
+        sum(r.sum() for r in run()).backward()
+        return CLOCK() - start
+    return once
+
+
+def _best_of(steps, repeats):
+    """Time the steps in alternation: one warm-up round, then ``repeats`` rounds; the fastest of each (ms)."""
+    for step in steps.values():
+        step()
+    best = {key: float("inf") for key in steps}
+    for _ in range(repeats):
+        for key, step in steps.items():
+            best[key] = min(best[key], step())
+    return {key: 1e3 * seconds for key, seconds in best.items()}
+
+
+def reset_section(args):
+    """fwd+bwd time of a batch with resets vs the same batch without, at the op and at the core level."""
+    only = set(args.only.split(",")) if args.only else None
+    Bn, T = RESET_B, RESET_T
+    print(f"\nResets: fwd+bwd ms of {RESET_LAYERS} layers, B={Bn}, T={T}, d_model={RESET_H * RESET_D} "
+          f"({RESET_H} heads of {RESET_D}), best of {args.repeats}; a step resets with probability p.")
+    print("  op:   none = the op without a mask; mask = the op with the reset mask; cut = the time axis cut at "
+          "every reset step (run_with_resets emulated at the op level)")
+    print("  core: none = core(x); mask = core(x, reset=reset), whatever the core does with it today;")
+    print("        projected = core(x) + what the mask adds to the ops (mask - none above): the core once it")
+    print("        passes the mask to its ops")
+    print(f"{'level':5} {'name':9} {'p':>5} {'resets':>6} {'pieces':>6} {'none ms':>8} {'mask ms':>8} "
+          f"{'mask/none':>9} {'cut ms':>8} {'cut/none':>8} {'cut/mask':>8} {'projected/none':>14}")
+    rows = []
+    for name in RESET_CORES:
+        if only and name not in only:
+            continue
+        layers = [reset_op_inputs(name, seed) for seed in range(RESET_LAYERS)]
+        core = x = None
+        try:
+            torch.manual_seed(0)
+            core = cores.make(name, d_model=RESET_H * RESET_D, num_layers=RESET_LAYERS, num_heads=RESET_H)
+            x = torch.randn(Bn, T, RESET_H * RESET_D, requires_grad=True)
+        except Exception as err:  # the cores are not this section's subject: report and go on with the ops
+            print(f"  (core {name} not built: {err})")
+        for p in RESET_PROBS:
+            reset = torch.rand(Bn, T, generator=torch.Generator().manual_seed(7)) < p
+            pieces = len({0, *reset.any(0).nonzero().flatten().tolist()})
+
+            def ops(mode, reset=reset):
+                def run():
+                    results = []
+                    for seq, shared, state in layers:
+                        if mode == "none":
+                            o, final = reset_op_call(name, seq, shared, state)
+                        elif mode == "mask":
+                            o, final = reset_op_call(name, seq, shared, state, reset)
+                        else:
+                            o, final = cut_time_axis(name, seq, shared, state, reset)
+                        results += [o, *final]
+                    return results
+                return run
+
+            with torch.no_grad():  # the two ways give the same results
+                for a, b in zip(ops("mask")(), ops("cut")()):
+                    assert_close(f"{name} mask vs cut", b, a, rtol=1e-4)
+            ms = _best_of({mode: _fwd_bwd(ops(mode)) for mode in ("none", "mask", "cut")}, args.repeats)
+            row = {"level": "op", "name": name, "p": p, "resets": int(reset.sum()), "pieces": pieces,
+                   "none_ms": ms["none"], "mask_ms": ms["mask"], "cut_ms": ms["cut"]}
+            rows.append(row)
+            _print_reset_row(row)
+            op_extra = row["mask_ms"] - row["none_ms"]
+            if core is not None:
+                ms = _best_of({"none": _fwd_bwd(lambda: [core(x)[0]]),
+                               "mask": _fwd_bwd(lambda reset=reset: [core(x, reset=reset)[0]])}, args.repeats)
+                row = {"level": "core", "name": name, "p": p, "resets": int(reset.sum()), "pieces": pieces,
+                       "none_ms": ms["none"], "mask_ms": ms["mask"], "cut_ms": None,
+                       "projected_ms": ms["none"] + op_extra}
+                rows.append(row)
+                _print_reset_row(row)
+    return rows
+
+
+def _print_reset_row(r):
+    cut = f"{r['cut_ms']:8.1f} {r['cut_ms'] / r['none_ms']:8.2f} {r['cut_ms'] / r['mask_ms']:8.2f}" \
+        if r["cut_ms"] else f"{'-':>8} {'-':>8} {'-':>8}"
+    projected = f"{r['projected_ms'] / r['none_ms']:14.2f}" if r.get("projected_ms") else f"{'-':>14}"
+    print(f"{r['level']:5} {r['name']:9} {r['p']:5.2f} {r['resets']:6d} {r['pieces']:6d} {r['none_ms']:8.1f} "
+          f"{r['mask_ms']:8.1f} {r['mask_ms'] / r['none_ms']:9.2f} {cut} {projected}", flush=True)
+
+
+def check_reset_goals(rows):
+    goals = []
+    for r in rows:
+        ratio = r["mask_ms"] / r["none_ms"]
+        what = "the op with the mask" if r["level"] == "op" else "core(x, reset)"
+        goals.append({"goal": f"{r['name']} {r['level']}: {what} / without resets, fwd+bwd, p={r['p']} <= 1.15x",
+                      "measured": f"{ratio:.2f}", "status": "PASS" if ratio <= 1.15 else "FAIL"})
+        if r.get("projected_ms"):
+            ratio = r["projected_ms"] / r["none_ms"]
+            goals.append({"goal": f"{r['name']} core, projected with the ops' mask / without resets, p={r['p']} "
+                                  f"<= 1.15x (an estimate until the cores pass the mask)",
+                          "measured": f"{ratio:.2f}", "status": "PASS" if ratio <= 1.15 else "FAIL"})
+    return goals
 
 if __name__ == "__main__":
     main()

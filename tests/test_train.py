@@ -25,7 +25,8 @@ def test_default_config_is_the_main_job():
     cfg = compose_config()
     assert cfg.env.name == "procgen" and cfg.agent.name == "srwm" and cfg.agent.options.d_head == 16
     assert cfg.agent.num_layers == 2 and cfg.agent.num_heads == 8 and cfg.agent.d_ff == 512
-    assert cfg.impala.unroll_length == 50
+    assert cfg.env.games == ["starpilot"] and cfg.impala.unroll_length == 20 and cfg.impala.batch_size == 16
+    assert cfg.agent.options_by_core.srwm == {"input_softmax": True, "norm": "none", "beta_init": 0.0}
     assert cfg.optim.name == "rmsprop" and cfg.optim.lr == 6e-4 and cfg.optim.eps == 0.01 and cfg.optim.alpha == 0.99
     assert cfg.optim.schedule == "linear" and cfg.optim.final_lr_ratio == 0 and cfg.optim.grad_clip == 40
 

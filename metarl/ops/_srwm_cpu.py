@@ -67,20 +67,41 @@ def _build() -> Path:
 _pool = None
 
 
+class Whole:
+    """An argument of :func:`_parallel` passed whole to every slice (not split by rows): a tensor or None."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+def _pointer(a, start: int = 0, stop: int = 0):
+    """The C pointer of one argument: NULL for None, the whole tensor for :class:`Whole`, else rows [start:stop]."""
+    if a is None:
+        return ctypes.c_void_p(None)
+    if isinstance(a, Whole):
+        return _pointer(a.tensor, 0, len(a.tensor)) if a.tensor is not None else ctypes.c_void_p(None)
+    return _Kernel._ptr(a[start:stop])
+
+
 def _parallel(fn, N: int, *arrays) -> None:
-    """Call fn(n, *pointers) on slices of the N sequence-heads, one slice per torch thread."""
+    """Call fn(n, *pointers) on slices of the N sequence-heads, one slice per torch thread. Each argument is
+    a tensor whose rows are the sequence-heads (sliced), a :class:`Whole` (shared) or None (NULL)."""
     global _pool
     parts = max(1, min(torch.get_num_threads(), N))
     if parts == 1:
-        fn(N, *(_Kernel._ptr(a) for a in arrays))
+        fn(N, *(_pointer(a, 0, N) for a in arrays))
         return
     if _pool is None or _pool._max_workers < parts:
         _pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="metarl-srwm")
     bounds = [N * i // parts for i in range(parts + 1)]
-    futures = [_pool.submit(fn, b - a, *(_Kernel._ptr(x[a:b]) for x in arrays))
+    futures = [_pool.submit(fn, b - a, *(_pointer(x, a, b) for x in arrays))
                for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     for f in futures:
         f.result()
+
+
+def _longs(*values):
+    return tuple(ctypes.c_long(v) for v in values)
 
 
 class _Kernel:
@@ -98,26 +119,39 @@ class _Kernel:
         assert t.is_contiguous()
         return ctypes.c_void_p(t.data_ptr())
 
-    def forward(self, x, W, Dy):
-        """x: [N, T, D], W: [N, D, Dtot] (updated in place) -> (y, W, q, k, b, r)."""
+    def forward(self, x, W, Dy, resets=None):
+        """x: [N, T, D], W: [N, D, Dtot] (updated in place) -> (y, W, q, k, b, r, saved).
+
+        resets: None or ``(reset [N, T] bool, Wr [N, D, Dtot], first [N] int64, count)`` (see
+        :func:`metarl.ops.srwm.reset_slots`); ``saved`` is None or the states before the resets [count, D, Dtot].
+        """
         N, T, D = x.shape
         y = x.new_empty(N, T, Dy)
         qs, ks, bs, rs = x.new_empty(N, T, D), x.new_empty(N, T, D), x.new_empty(N, T, 4), x.new_empty(N, T, W.shape[-1])
+        reset = Wr = first = saved = None
+        if resets is not None:
+            reset, Wr, first, count = resets
+            reset, Wr = reset.to(torch.uint8).contiguous(), Wr.contiguous()
+            saved = x.new_empty(count, *W.shape[1:])
         fn = getattr(self.lib, "srwm_forward_" + self._suffix(x))
-        _parallel(lambda n, *ptrs: fn(ctypes.c_long(n), ctypes.c_long(T), ctypes.c_long(D), ctypes.c_long(Dy), *ptrs),
-                  N, x, W, y, qs, ks, bs, rs)
-        return y, W, qs, ks, bs, rs
+        _parallel(lambda n, *ptrs: fn(*_longs(n, T, D, Dy), *ptrs),
+                  N, x, W, y, qs, ks, bs, rs, reset, Wr, first, Whole(saved))
+        return y, W, qs, ks, bs, rs, saved
 
-    def backward(self, x, W, Dy, qs, ks, bs, rs, gy, gW):
-        """Reverse pass; W: final weights (consumed). Returns (dx [N, T, D], dW0 [N, D, Dtot])."""
+    def backward(self, x, W, Dy, qs, ks, bs, rs, gy, gW, resets=None, saved=None):
+        """Reverse pass; W: final weights (consumed). Returns (dx [N, T, D], dW0 [N, D, Dtot], dWr or None)."""
         N, T, D = x.shape
         G = gW.clone().contiguous()
         dx = torch.empty_like(x)
+        reset = first = dWr = None
+        if resets is not None:
+            reset, _, first, _ = resets
+            reset, dWr = reset.to(torch.uint8).contiguous(), torch.zeros_like(G)
         fn = getattr(self.lib, "srwm_backward_" + self._suffix(x))
         inputs = [a.contiguous() for a in (x, W, qs, ks, bs, rs, gy)]
-        _parallel(lambda n, *ptrs: fn(ctypes.c_long(n), ctypes.c_long(T), ctypes.c_long(D), ctypes.c_long(Dy), *ptrs),
-                  N, *inputs, G, dx)
-        return dx, G
+        _parallel(lambda n, *ptrs: fn(*_longs(n, T, D, Dy), *ptrs),
+                  N, *inputs, G, dx, reset, first, Whole(saved), dWr)
+        return dx, G, dWr
 
 
 def kernel():

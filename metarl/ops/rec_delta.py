@@ -2,24 +2,29 @@
 
 Shapes (batch-first, per head width ``d``)::
 
-    from_input: [B, T, H, 3d+1]    R: [H, d, 3d+1]    state: (S [B, H, d, d], y [B, H, d])
+    from_input: [B, T, H, 3d+1]    R: [H, d, 3d+1]    state: (S [B, H, d, d], y [B, H, d])    reset: [B, T] bool
 
 ``from_input`` holds the contributions of the inputs to ``[q | k | v | β]`` (the cores compute them for
 all steps at once, ``W x_t``); ``R`` maps the squashed previous output to the same four parts. Per head::
 
+    (S_{t-1}, y_{t-1}) <- reset state  where reset[b, t]   (row b starts over before step t)
     h_t = from_input_t + tanh(y_{t-1}) R                        h_t: [3d+1]
     q_t = softmax(h_t[:d])      k_t = softmax(h_t[d:2d])      v_t = h_t[2d:3d]      β_t = sigmoid(h_t[3d])
     S_t = S_{t-1} + k_t (β_t (v_t - S_{t-1}ᵀ k_t))ᵀ
     y_t = S_tᵀ q_t                                              o: [B, T, H, d]
 
 The output ``y_{t-1}`` feeds step ``t`` through a nonlinearity, so there is no chunkwise form: the only
-mode is ``"recurrent"``, the loop above (differentiated by autograd).
+mode is ``"recurrent"``, the loop above (differentiated by autograd). At a step where some rows reset,
+their rows of ``S`` and ``y`` are overwritten (out of place) with those of the reset state: a batch with
+resets costs about what it costs without.
 """
 from __future__ import annotations
 
 from typing import Optional, Tuple
 
 import torch
+
+from .utils import check_reset, check_reset_state
 
 MODES = ("recurrent",)
 
@@ -50,6 +55,8 @@ def rec_delta(
     R: torch.Tensor,
     initial_state: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     mode: str = "recurrent",
+    reset: Optional[torch.Tensor] = None,
+    reset_state: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """The RecDelta recurrence (see the module docstring).
 
@@ -58,6 +65,9 @@ def rec_delta(
         R: ``[H, d, 3d+1]`` recurrent weights, applied to ``tanh(y_{t-1})``.
         initial_state: ``(S [B, H, d, d], y [B, H, d])`` or ``None`` (zeros).
         mode: ``"recurrent"`` (the step-by-step definition; the only mode).
+        reset: ``[B, T]`` bool or ``None``: ``reset[b, t]`` sets row b's ``(S, y)`` to ``reset_state`` before step t.
+        reset_state: ``(S [B, H, d, d], y [B, H, d])``, the state a reset returns to; ``None``: the initial
+            state of the call. A core that carries its state across calls passes its own initial state here.
 
     Returns:
         ``(o, (S, y))`` with ``o: [B, T, H, d]`` (``o[:, t] = y_t``) and the final state.
@@ -66,13 +76,33 @@ def rec_delta(
     if initial_state is None:
         B, H, d = from_input.shape[0], R.shape[0], R.shape[1]
         initial_state = (from_input.new_zeros(B, H, d, d), from_input.new_zeros(B, H, d))
-    return _rec_delta_recurrent(from_input, R, *initial_state)
+    check_reset_state("rec_delta", reset_state, tuple(initial_state))
+    reset = check_reset("rec_delta", reset, from_input.shape[0], from_input.shape[1])
+    reset_state = initial_state if reset_state is None else reset_state
+    return _rec_delta_recurrent(from_input, R, *initial_state, reset, reset_state)
 
 
-def _rec_delta_recurrent(from_input, R, S, y):
+def _reset_events(reset, reset_state):
+    """For each step with resets, the rows that reset and their reset state: {t: (rows, S rows, y rows)}.
+
+    The reset state's rows are gathered once for all resets and split by step, so that its gradient is
+    scattered back once (a ``torch.where`` per step would add a full-size gradient per step)."""
+    events = reset.t().nonzero()  # [E, 2]: (t, b), ordered by t
+    steps, counts = torch.unique_consecutive(events[:, 0], return_counts=True)
+    rows = events[:, 1]
+    counts = counts.tolist()
+    parts = zip(rows.split(counts), reset_state[0][rows].split(counts), reset_state[1][rows].split(counts))
+    return dict(zip(steps.tolist(), parts))
+
+
+def _rec_delta_recurrent(from_input, R, S, y, reset=None, reset_state=None):
     d = R.shape[1]
     outputs = []
-    for h_in in from_input.unbind(1):  # unbind: per-step indexing costs O(T) in backward
+    events = {} if reset is None else _reset_events(reset, reset_state)
+    for t, h_in in enumerate(from_input.unbind(1)):  # unbind: indexing costs O(T) in backward
+        if t in events:  # these rows start over before step t
+            rows, S_rows, y_rows = events[t]
+            S, y = S.index_put((rows,), S_rows), y.index_put((rows,), y_rows)
         h = h_in + torch.einsum("bhd,hde->bhe", torch.tanh(y), R)  # h_t = from_input_t + tanh(y_{t-1}) R
         q = torch.softmax(h[..., :d], dim=-1)
         k = torch.softmax(h[..., d:2 * d], dim=-1)

@@ -5,9 +5,16 @@
  *   z = x_t W;  y_t = z[:Dy];  q = softmax(z[Dy:Dy+D]);  k = softmax(z[Dy+D:Dy+2D]);  b = sigmoid(z[Dy+2D:])
  *   r = (q - k) W;  W += kᵀ ⊗ (e ⊙ r)
  * The backward pass reverts W_{t-1} = W_t - kᵀ ⊗ (e ⊙ r) from the stored q, k, b, r.
+ *
+ * Resets (reset: [N, T] bytes, or NULL): where reset[n, t] is set, W of row n becomes Wr[n] before step t.
+ * The state it held then cannot be recovered by reverting, so the forward pass copies it into
+ * saved[first[n] + j] (the j-th reset of row n: only the rows and steps that reset take memory), and the
+ * backward pass, once back at step t, moves the gradient of W into dWr[n] (the state before the reset
+ * gets none) and puts the saved state back.
  * Built twice, for float (suffix _f32) and double (suffix _f64).
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,13 +30,21 @@ static void softmax_##suffix(const real *z, real *out, long n) {                
 }                                                                                                      \
                                                                                                        \
 void srwm_forward_##suffix(long N, long T, long D, long Dy,                                            \
-                           const real *x, real *W, real *y, real *qs, real *ks, real *bs, real *rs) {  \
-    const long Dtot = Dy + 2 * D + 4;                                                                  \
+                           const real *x, real *W, real *y, real *qs, real *ks, real *bs, real *rs,    \
+                           const unsigned char *reset, const real *Wr, const int64_t *first,           \
+                           real *saved) {                                                              \
+    const long Dtot = Dy + 2 * D + 4, size = D * Dtot;                                                 \
     for (long n = 0; n < N; n++) {                                                                     \
-        real *Wn = W + n * D * Dtot;                                                                   \
+        real *Wn = W + n * size;                                                                       \
         real *z = (real *)malloc(sizeof(real) * (2 * Dtot + D));                                       \
         real *P = z + Dtot, *diff = P + Dtot;                                                          \
+        int64_t slot = reset ? first[n] : 0;                                                           \
         for (long t = 0; t < T; t++) {                                                                 \
+            if (reset && reset[n * T + t]) {                 /* row n starts over before step t */     \
+                memcpy(saved + slot * size, Wn, sizeof(real) * size);                                  \
+                slot++;                                                                                \
+                memcpy(Wn, Wr + n * size, sizeof(real) * size);                                        \
+            }                                                                                          \
             const real *xt = x + (n * T + t) * D;                                                      \
             real *q = qs + (n * T + t) * D, *k = ks + (n * T + t) * D;                                 \
             real *b = bs + (n * T + t) * 4, *r = rs + (n * T + t) * Dtot;                              \
@@ -60,10 +75,17 @@ void srwm_forward_##suffix(long N, long T, long D, long Dy,                     
                                                                                                        \
 void srwm_backward_##suffix(long N, long T, long D, long Dy,                                           \
                             const real *x, real *W, const real *qs, const real *ks, const real *bs,    \
-                            const real *rs, const real *gy, real *G, real *dx) {                       \
-    const long Dtot = Dy + 2 * D + 4;                                                                  \
+                            const real *rs, const real *gy, real *G, real *dx,                         \
+                            const unsigned char *reset, const int64_t *first, const real *saved,       \
+                            real *dWr) {                                                               \
+    const long Dtot = Dy + 2 * D + 4, size = D * Dtot;                                                 \
     for (long n = 0; n < N; n++) {                                                                     \
-        real *Wn = W + n * D * Dtot, *Gn = G + n * D * Dtot;                                           \
+        real *Wn = W + n * size, *Gn = G + n * size;                                                   \
+        int64_t slot = 0;                                      /*  the slot of the row's last reset */ \
+        if (reset) {                                                                                   \
+            slot = first[n] - 1;                                                                       \
+            for (long t = 0; t < T; t++) slot += reset[n * T + t];                                     \
+        }                                                                                              \
         real *buf = (real *)malloc(sizeof(real) * (4 * Dtot + 4 * D));                                 \
         real *P = buf, *dP = P + Dtot, *dr = dP + Dtot, *dz = dr + Dtot;                               \
         real *dk = dz + Dtot, *dd = dk + D, *diff = dd + D, *dq = diff + D;                            \
@@ -114,6 +136,12 @@ void srwm_backward_##suffix(long N, long T, long D, long Dy,                    
                     grow[j] += dfd * dr[j] + xd * dz[j];                                               \
                 }                                                                                      \
                 dxt[d] = acc;                                                                          \
+            }                                                                                          \
+            if (reset && reset[n * T + t]) {     /* W_{t-1} was Wr[n]: its gradient goes there */      \
+                real *dWrn = dWr + n * size;                                                           \
+                for (long j = 0; j < size; j++) { dWrn[j] += Gn[j]; Gn[j] = 0; }                       \
+                memcpy(Wn, saved + slot * size, sizeof(real) * size);                                  \
+                slot--;                                                                                \
             }                                                                                          \
         }                                                                                              \
         free(buf);                                                                                     \
