@@ -27,7 +27,7 @@ def run_and_check(env: BatchedEnv, steps: int, seed: int = 0, until_each_task=No
         expected = []
         for i in np.flatnonzero(done):
             task_id = int(env.task_ids[i])
-            expected.append({"task": env.task_names[task_id], "task_id": task_id,
+            expected.append({"task": env.task_names[task_id], "task_id": task_id, "slot": int(i),
                              "return": pytest.approx(returns[i]), "length": int(lengths[i])})
             dones.append((t, int(i), obs[i].copy()))
             returns[i], lengths[i] = 0.0, 0
@@ -169,8 +169,8 @@ def test_cartpole_matches_single_envs_and_auto_resets():
                 o, _ = ref.reset()  # gymnasium auto-reset: unseeded reset of the same env
                 assert np.all(np.abs(obs[i]) <= 0.05)  # CartPole's fresh-episode state
             np.testing.assert_array_equal(obs[i], o)
-        expected = [{"task": "CartPole-v1", "task_id": 0, "return": float(lengths[i]), "length": int(lengths[i])}
-                    for i in np.flatnonzero(done)]
+        expected = [{"task": "CartPole-v1", "task_id": 0, "slot": int(i), "return": float(lengths[i]),
+                     "length": int(lengths[i])} for i in np.flatnonzero(done)]
         assert episodes == expected
         lengths[done] = 0
         records.extend(episodes)
