@@ -21,7 +21,7 @@ from . import cores
 from .config import register_configs
 from .engine import loop
 from .engine.registry import TASKS, TRAINERS, lookup, register_trainer
-from .errors import ConfigError, Interrupted, UserError
+from .errors import ConfigError, Interrupted, MissingPathError, UserError
 
 register_configs()
 
@@ -47,8 +47,6 @@ def validate(cfg: DictConfig) -> None:
         if cfg.agent.name not in cores.names():
             raise ConfigError(f"agent.name={cfg.agent.name!r} is not a core; choose one of: {', '.join(cores.names())}")
     if cfg.resume and not Path(cfg.resume).is_file():
-        from .errors import MissingPathError
-
         raise MissingPathError(f"resume={cfg.resume}: no such checkpoint file; pass the checkpoint.pt of an "
                                "earlier run (runs/<date>-<env>-<agent>/checkpoint.pt)")
 
