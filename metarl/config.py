@@ -60,7 +60,7 @@ class RunnerConfig:
     name: str = "local"  # local (threads in one process) | ray
     num_actors: int = 1  # actor threads / Ray actors
     envs_per_actor: int = 16  # envs stepped together by one actor
-    synchronous: bool = False  # local: act and learn in turn (reproducible, slower) instead of overlapping
+    schedule: str = "async"  # local: async (actor threads, fastest, not reproducible) | pipeline (act one batch ahead, reproducible) | lockstep (act, then learn)
     address: Optional[str] = None  # ray: cluster to join (else RAY_ADDRESS, else a local instance is started)
     num_cpus: Optional[int] = None  # ray: CPUs of a local instance (default: all)
     actor_cpus: Optional[float] = None  # ray: CPUs per actor (default: what the learner leaves, split evenly)

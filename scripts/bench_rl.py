@@ -1,11 +1,13 @@
 """End-to-end IMPALA throughput on procgen, beside its parts, in one run.
 
-    python scripts/bench_rl.py [--game bigfish] [--agent srwm] [--frames 20000] [--amp off|on|both]
+    python scripts/bench_rl.py [--game starpilot] [--agent srwm] [--frames 20000] [--amp off|on|both]
 
-Measures env frames/s of (a) the env alone with random actions, (b) policy inference alone (actor side,
-one step at a time with the core state carried), (c) the learner alone (V-trace update on a full batch)
-and (d) the whole local runner (actor thread + learner); prints a table with the cost per frame of each
-part, and writes JSON to bench_results/bench_rl.json.
+At the main job's settings (``env=procgen``: 16 envs, unroll 20, batch 16), measures env frames/s of (a) the
+env alone with random actions, (b) policy inference alone (actor side, one step at a time with the core
+state carried), (c) the actor (env + inference), (d) the learner alone (V-trace update on a full batch),
+(e) the same learner with the core cutting the time axis at every reset step (how the cores ran before
+their ops took the reset mask), and (f) the whole local runner with ``runner.schedule`` async and
+pipeline; prints a table with the cost per frame of each part, and writes JSON to bench_results/bench_rl.json.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metarl.cores.base import Mixer
 from metarl.envs import make_env
 from metarl.rl.impala import Actor, Learner, clone_for_acting, collate
 from metarl.rl.local import train_impala_local
@@ -28,7 +31,7 @@ from metarl.train import compose_config
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--game", default="bigfish")
+    parser.add_argument("--game", default="starpilot")
     parser.add_argument("--agent", default="srwm")
     parser.add_argument("--frames", type=int, default=20000, help="frames for the end-to-end run")
     parser.add_argument("--amp", default="both", choices=["off", "on", "both"], help="impala.amp (both: side by side)")
@@ -48,7 +51,9 @@ def main():
         print(f"amp={mode}: acting {1000 / rows['actor (env + inference)']:.2f} ms/frame (env "
               f"{1000 / rows['env alone (random actions)']:.2f}, inference {1000 / rows['policy inference alone']:.2f}), "
               f"learning {1000 / rows['learner alone (update)']:.2f} ms/frame; overlapped end to end "
-              f"{rows['end to end (runner=local)']:.0f} frames/s")
+              f"{rows['end to end (runner.schedule=async)']:.0f} frames/s (async), "
+              f"{rows['end to end (runner.schedule=pipeline)']:.0f} (pipeline); resets in the learner batch: "
+              f"{results[mode]['resets_in_learner_batch']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__, "game": args.game,
@@ -58,8 +63,9 @@ def main():
 
 def measure(args, amp: str) -> dict:
     """frames/s of the env alone, inference alone, the actor, the learner alone and the local runner."""
-    cfg = compose_config("env=procgen", f"env.games=[{args.game}]", f"agent={args.agent}", "progress=false",
-                         f"impala.total_frames={args.frames}", "impala.eval_episodes=0", f"impala.amp={amp}")
+    overrides = ("env=procgen", f"env.games=[{args.game}]", f"agent={args.agent}", "progress=false",
+                 f"impala.total_frames={args.frames}", "impala.eval_episodes=0", f"impala.amp={amp}")
+    cfg = compose_config(*overrides)
     n, T, B = cfg.runner.envs_per_actor, cfg.impala.unroll_length, cfg.impala.batch_size
     rows = {}
     torch.manual_seed(0)
@@ -85,22 +91,38 @@ def measure(args, amp: str) -> dict:
     rows["policy inference alone"] = n * 100 / (time.perf_counter() - start)
 
     start = time.perf_counter()
-    rollouts = [actor.unroll() for _ in range(B // n)]
-    rows["actor (env + inference)"] = B * T / (time.perf_counter() - start)
+    rollouts = [actor.unroll() for _ in range(8 * B // n)]
+    rows["actor (env + inference)"] = 8 * B * T / (time.perf_counter() - start)
+    # the learner's batch: the rollouts with the most episode resets (as in a run past its first episodes)
+    rollouts = sorted(rollouts, key=lambda r: -int(r["reset"].sum()))[:B // n]
 
     learner = Learner(agent, cfg.impala, cfg.optim)
     batch = collate(rollouts)
-    learner.learn(batch)  # warm-up
-    start = time.perf_counter()
-    for _ in range(3):
-        learner.learn(batch)
-    rows["learner alone (update)"] = 3 * B * T / (time.perf_counter() - start)
+    resets = int(batch["reset"].sum())
+
+    def learner_frames_per_s():
+        learner.learn(batch)  # warm-up
+        start = time.perf_counter()
+        for _ in range(3):
+            learner.learn(batch)
+        return 3 * B * T / (time.perf_counter() - start)
+
+    rows["learner alone (update)"] = learner_frames_per_s()
+    mixers = {type(m) for m in agent.modules() if isinstance(m, Mixer) and m.resets_in_op}
+    for mixer in mixers:  # before: run_with_resets cuts the time axis at every step where a row resets
+        mixer.resets_in_op = False
+    try:
+        rows["learner, time axis cut at resets"] = learner_frames_per_s()
+    finally:
+        for mixer in mixers:
+            mixer.resets_in_op = True
     env.close()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        result = train_impala_local(cfg, Path(tmp))
-    rows["end to end (runner=local)"] = result["frames_per_s"]
-    return {"envs": n, "unroll": T, "batch": B, "frames_per_s": rows}
+    for schedule in ("async", "pipeline"):
+        with tempfile.TemporaryDirectory() as tmp:
+            result = train_impala_local(compose_config(*overrides, f"runner.schedule={schedule}"), Path(tmp))
+        rows[f"end to end (runner.schedule={schedule})"] = result["frames_per_s"]
+    return {"envs": n, "unroll": T, "batch": B, "resets_in_learner_batch": resets, "frames_per_s": rows}
 
 
 if __name__ == "__main__":

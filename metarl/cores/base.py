@@ -20,9 +20,12 @@ told their layer index when the core is built. Mixers without these hooks are un
 
 A *mixer* is the sequence-mixing part (LSTM, linear attention, delta rule, SRWM, softmax attention).
 It maps ``x [B, T, D] -> y [B, T, D]`` and carries a state (a tensor or a nested tuple of tensors, each
-batch-first). Mixers implement ``initial_state`` and ``forward_segment`` (a call without resets); the
-base class turns that into the contract ``forward(x, state, reset)``, where ``reset[b, t] = True``
-means that sequence ``b`` starts over from the initial state before step ``t``.
+batch-first). Mixers implement ``initial_state`` and ``forward_segment``; the base class turns that into the
+contract ``forward(x, state, reset)``, where ``reset[b, t] = True`` means that sequence ``b`` starts over
+from the initial state before step ``t``. A mixer whose op takes the reset mask itself (``resets_in_op =
+True``: LT, DeltaNet, RecDelta, SRWM) gets ``forward_segment(x, state, reset)`` for the whole call, and a
+batch with resets costs about what it costs without; for the others (the LSTM: ``nn.LSTM`` has no reset
+input) :func:`run_with_resets` cuts the time axis at every step where some row resets.
 """
 from __future__ import annotations
 
@@ -101,19 +104,27 @@ class Mixer(nn.Module):
     """Base class of sequence-mixing sublayers. Subclasses set ``norm_position`` (one of ``NORM_POSITIONS``)."""
 
     norm_position = "pre"
+    #: True when ``forward_segment(x, state, reset)`` honours ``reset [B, T]`` itself (inside its op)
+    resets_in_op = False
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> State:
         """The state at the start of a sequence (batch-first tensors)."""
         raise NotImplementedError
 
     def forward_segment(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """x: [B, T, D] without resets inside -> (y [B, T, D], state)."""
+        """x: [B, T, D] without resets inside -> (y [B, T, D], state). With ``resets_in_op``, the signature is
+        ``forward_segment(x, state, reset)`` with ``reset [B, T]`` bool or None (the state of a row returns to
+        ``initial_state`` before each of its resets)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, state: State = None, reset: Optional[torch.Tensor] = None):
         """x: [B, T, D], reset: [B, T] bool or None -> (y [B, T, D], state)."""
         if state is None:
             state = self.initial_state(x.shape[0], x.device, x.dtype)
+        if self.resets_in_op:
+            if reset is not None and reset.shape != x.shape[:2]:
+                raise ValueError(f"reset must have shape [B, T] = {tuple(x.shape[:2])}, got {tuple(reset.shape)}")
+            return self.forward_segment(x, state, reset)
         return run_with_resets(
             self.forward_segment, x, state, reset,
             lambda: self.initial_state(x.shape[0], x.device, x.dtype),

@@ -38,6 +38,7 @@ class _FastWeightMixer(Mixer):
     """
 
     uses_beta = False
+    resets_in_op = True  # the ops restore S = 0 at a reset inside their chunks
 
     def __init__(self, d_model, num_heads, dropout=0.0, d_head=None, feature_map="elu", dpfp_nu=1,
                  sum_normalise=True, mode="chunk", chunk_size=32):
@@ -62,6 +63,11 @@ class _FastWeightMixer(Mixer):
     def initial_state(self, batch_size, device=None, dtype=None):
         return torch.zeros(batch_size, self.num_heads, self.d_key, self.d_head, device=device, dtype=dtype)
 
+    @staticmethod
+    def reset_state(state, reset):
+        """The state a reset returns to: zeros like ``state`` (None without resets)."""
+        return None if reset is None else torch.zeros_like(state)
+
     def project(self, x):
         """x [B, T, D] -> q, k [B, T, H, d_key] (feature-mapped), v [B, T, H, d_head], β [B, T, H] or None."""
         B, T, _ = x.shape
@@ -80,9 +86,10 @@ class _FastWeightMixer(Mixer):
 class LinearTransformerMixer(_FastWeightMixer):
     """Linear Transformer: purely additive fast weights (feature map ``elu`` or ``dpfp``)."""
 
-    def forward_segment(self, x, state):
+    def forward_segment(self, x, state, reset=None):
         q, k, v, _ = self.project(x)
-        o, state = linear_attention(q, k, v, initial_state=state, mode=self.mode, chunk_size=self.chunk_size)
+        o, state = linear_attention(q, k, v, initial_state=state, mode=self.mode, chunk_size=self.chunk_size,
+                                    reset=reset, reset_state=self.reset_state(state, reset))
         return self.merge(o), state
 
 
@@ -92,7 +99,8 @@ class DeltaNetMixer(_FastWeightMixer):
 
     uses_beta = True
 
-    def forward_segment(self, x, state):
+    def forward_segment(self, x, state, reset=None):
         q, k, v, beta = self.project(x)
-        o, state = delta_rule(q, k, v, beta, initial_state=state, mode=self.mode, chunk_size=self.chunk_size)
+        o, state = delta_rule(q, k, v, beta, initial_state=state, mode=self.mode, chunk_size=self.chunk_size,
+                              reset=reset, reset_state=self.reset_state(state, reset))
         return self.merge(o), state

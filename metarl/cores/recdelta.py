@@ -24,6 +24,8 @@ from .base import Mixer
 
 @register("recdelta")
 class RecurrentDeltaMixer(Mixer):
+    resets_in_op = True  # the op restores (S, y) = 0 at a reset
+
     def __init__(self, d_model, num_heads, dropout=0.0, d_head=None):
         super().__init__()
         self.num_heads = num_heads
@@ -38,10 +40,12 @@ class RecurrentDeltaMixer(Mixer):
         return (torch.zeros(batch_size, H, d, d, device=device, dtype=dtype),
                 torch.zeros(batch_size, H, d, device=device, dtype=dtype))
 
-    def forward_segment(self, x, state):
-        """x: [B, T, d_model], state (S [B, H, d, d], y [B, H, d]) -> (y [B, T, d_model], state)."""
+    def forward_segment(self, x, state, reset=None):
+        """x: [B, T, d_model], state (S [B, H, d, d], y [B, H, d]), reset [B, T] or None
+        -> (y [B, T, d_model], state)."""
         B, T, _ = x.shape
         H, d = self.num_heads, self.d_head
         from_input = self.qkvb(x).view(B, T, H, 3 * d + 1)  # all steps at once
-        o, state = rec_delta(from_input, self.R, initial_state=state)  # o: [B, T, H, d]
+        zeros = None if reset is None else tuple(torch.zeros_like(s) for s in state)
+        o, state = rec_delta(from_input, self.R, initial_state=state, reset=reset, reset_state=zeros)  # o: [B, T, H, d]
         return self.out(o.reshape(B, T, H * d)), state

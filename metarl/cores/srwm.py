@@ -50,6 +50,8 @@ from .base import NORM_POSITIONS, Mixer
 
 @register("srwm")
 class SRWMMixer(Mixer):
+    resets_in_op = True  # the op returns a row to the learned initial weights at its reset
+
     def __init__(self, d_model, num_heads, dropout=0.0, d_head=16, beta_init=-1.0, input_softmax=False,
                  norm="skip", wq_init_scale=1.0, mode="fused", skip_norm: Optional[bool] = None):
         """d_head: width of a head; beta_init: mean of the initial wb (the learning rates are sigmoid(x wb));
@@ -87,12 +89,15 @@ class SRWMMixer(Mixer):
     def initial_state(self, batch_size, device=None, dtype=None):
         return tuple(torch.zeros(batch_size, *w.shape, device=device, dtype=dtype) for w in self.slow_weights())
 
-    def forward_segment(self, x, state):
+    def forward_segment(self, x, state, reset=None):
+        """x: [B, T, d_model], state: the four shifts, reset: [B, T] bool or None -> (y [B, T, d_model], state).
+        A reset returns a row to the learned initial weights (shift 0)."""
         B, T, _ = x.shape
         h = self.proj_in(x).view(B, T, self.num_heads, self.d_head)
         if self.input_softmax:
             h = torch.softmax(h, dim=-1)
         weights = [w.unsqueeze(0) + shift for w, shift in zip(self.slow_weights(), state)]
-        y, final = srwm(h, *weights, mode=self.mode)
+        learned = None if reset is None else tuple(w.unsqueeze(0).expand_as(m) for w, m in zip(self.slow_weights(), weights))
+        y, final = srwm(h, *weights, mode=self.mode, reset=reset, reset_state=learned)
         shift = tuple(f - w.unsqueeze(0) for f, w in zip(final, self.slow_weights()))
         return self.out(y.reshape(B, T, self.num_heads * self.d_head)), shift

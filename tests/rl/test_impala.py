@@ -21,14 +21,14 @@ def train_return(tmp_path, *overrides):
 
 @pytest.mark.parametrize("agent", ["lstm", "srwm"])
 def test_cartpole_is_solved(tmp_path, agent):
-    mean, _ = train_return(tmp_path, "env=cartpole", f"agent={agent}", *SMALL, "runner.synchronous=true",
+    mean, _ = train_return(tmp_path, "env=cartpole", f"agent={agent}", *SMALL, "runner.schedule=lockstep",
                            "impala.total_frames=200000", "impala.eval_episodes=20")
     assert mean >= 195, f"{agent}: mean return {mean:.1f} over 20 episodes"
 
 
 @pytest.mark.parametrize("agent, solves", [("srwm", True), ("lstm", True), ("mlp", False)])
 def test_memory_env_needs_memory(tmp_path, agent, solves):
-    mean, _ = train_return(tmp_path, "env=memory", f"agent={agent}", "runner.synchronous=true")
+    mean, _ = train_return(tmp_path, "env=memory", f"agent={agent}", "runner.schedule=lockstep")
     if solves:
         assert mean >= 0.8, f"{agent} should remember the cue: mean return {mean:.2f}"
     else:
@@ -49,8 +49,27 @@ def test_procgen_two_games_log_per_game_returns(tmp_path):
     assert (tmp_path / "learning_curve.png").stat().st_size > 0 and (tmp_path / "curves.png").is_file()
 
 
+def test_pipeline_schedule_is_reproducible_from_the_seed(tmp_path):
+    """runner.schedule=pipeline overlaps acting and learning and still gives the same run twice: the same
+    weights after the updates and the same logged losses (real procgen, SRWM with resets in the batch)."""
+    common = ["env=procgen", "env.games=[starpilot]", "env.num_levels=3", "agent=srwm", *SMALL,
+              "runner.envs_per_actor=4", "impala.batch_size=8", "runner.num_actors=2", "impala.unroll_length=16",
+              "impala.total_frames=1536", "impala.eval_episodes=0", "runner.schedule=pipeline"]
+    runs = [run(config(*common), tmp_path / name) for name in ("a", "b")]
+    assert runs[0]["updates"] == runs[1]["updates"] == 12
+    weights = [torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"] for name in ("a", "b")]
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), f"{key} differs between two runs of one seed"
+    losses = [[row["losses/total"] for row in read_metrics(tmp_path / name) if "losses/total" in row]
+              for name in ("a", "b")]
+    assert losses[0] == losses[1] and len(losses[0]) >= 2
+    lockstep = run(config(*common[:-1], "runner.schedule=lockstep"), tmp_path / "c")  # lag 0: another run
+    other = torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)["model"]
+    assert lockstep["updates"] == 12 and any(not torch.equal(weights[0][k], other[k]) for k in other)
+
+
 def test_resume_continues_counters_and_optimiser(tmp_path):
-    common = ["env=cartpole", "agent=lstm", *SMALL, "impala.eval_episodes=0", "runner.synchronous=true"]
+    common = ["env=cartpole", "agent=lstm", *SMALL, "impala.eval_episodes=0", "runner.schedule=lockstep"]
     first = run(config(*common, "impala.total_frames=1000"), tmp_path / "a")
     checkpoint = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert checkpoint["counters"]["frames"] == first["frames"] and checkpoint["optimizer"]["state"]
@@ -64,3 +83,5 @@ def test_bad_values_fail_at_start(tmp_path):
         run(config("env=procgen", "env.games=[bigfish]", "env.distribution_mode=memory"), tmp_path)
     with pytest.raises(ValueError, match="batch_size"):
         run(config("env=cartpole", "impala.batch_size=10"), tmp_path)
+    with pytest.raises(ValueError, match="runner.schedule"):
+        run(config("env=cartpole", "runner.schedule=sometimes"), tmp_path)
