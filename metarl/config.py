@@ -69,6 +69,11 @@ class RunnerConfig:
     dashboard: bool = False  # ray: start the dashboard of a local instance (bound to 127.0.0.1)
     start_timeout_s: float = 60.0  # ray: seconds for the actors to start before the run stops with a message
     rollout_timeout_s: float = 300.0  # ray: seconds without any rollout before the run stops with a message
+    num_workers: int = 2  # ray, engine tasks (supervised, few-shot, LM, ...): data-parallel training workers (Ray Train)
+    use_gpu: bool = False  # ray, engine tasks: one GPU per worker (NCCL); else CPUs (gloo)
+    worker_cpus: Optional[float] = None  # ray, engine tasks: CPUs per worker (default: the cluster's CPUs split evenly, at most 1)
+    max_failures: int = 2  # ray, engine tasks: worker-group restarts from the last checkpoint before the run fails
+    storage_path: Optional[str] = None  # ray, engine tasks: where Ray Train keeps checkpoints (default: <run folder>/ray_train; on several machines a path all nodes reach)
 
 
 @dataclass

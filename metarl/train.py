@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from . import cores
 from .config import register_configs
 from .engine import loop
+from .engine.ray_train import train_on_ray
 from .engine.registry import TASKS, TRAINERS, lookup, register_trainer
 from .errors import ConfigError, Interrupted, MissingPathError, UserError
 
@@ -33,12 +34,24 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
+def build_engine_task(cfg: DictConfig):
+    """The engine task of ``env.family`` (the task registry), built from ``cfg``."""
+    return lookup(TASKS, "env.family", cfg.env.family)(cfg)
+
+
+#: runner.name -> how an engine task is trained: in this process, or data-parallel on Ray Train
+ENGINE_RUNNERS = {
+    "local": lambda cfg, run_dir: loop.train(build_engine_task(cfg), cfg, run_dir),
+    "ray": lambda cfg, run_dir: train_on_ray(cfg, run_dir, build_engine_task),
+}
+
+
 @register_trainer("supervised")
 @register_trainer("fewshot")
 def train_engine_task(cfg: DictConfig, run_dir: Path) -> dict:
-    """An engine task (``env.family`` in the task registry) on the shared loop."""
-    task = lookup(TASKS, "env.family", cfg.env.family)(cfg)
-    return loop.train(task, cfg, run_dir)
+    """An engine task (``env.family`` in the task registry) on the shared loop (``runner=local``), or on
+    ``runner.num_workers`` data-parallel workers (``runner=ray``: :mod:`metarl.engine.ray_train`)."""
+    return lookup(ENGINE_RUNNERS, "runner.name", cfg.runner.name)(cfg, run_dir)
 
 
 def validate(cfg: DictConfig) -> None:

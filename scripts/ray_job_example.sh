@@ -4,6 +4,12 @@
 #   scripts/ray_job_example.sh                 # starts a loopback-only head node here, submits, stops it
 #   RAY_ADDRESS=http://HEAD:8265 scripts/ray_job_example.sh --no-head    # submit to a running cluster
 #
+# Jobs (the arguments after the options go to `python -m metarl.train`; default: the RL job):
+#   scripts/ray_job_example.sh env=procgen agent=srwm runner=ray runner.num_actors=2        # IMPALA, Ray actors
+#   scripts/ray_job_example.sh env=glyphs agent=srwm runner=ray runner.num_workers=2        # few-shot, Ray Train
+#   scripts/ray_job_example.sh env=lm agent=transformer agent.ff=moe runner=ray runner.num_workers=2   # LM, Ray Train
+#   (on GPUs: runner.use_gpu=true, one GPU per worker, NCCL; on several machines runner.storage_path=<shared path>)
+#
 # How the code gets to the cluster. The cluster needs metarl's dependencies (torch, ray, gymnasium, ...)
 # but not metarl itself: this script builds a wheel of the checkout here, installs it (no dependencies)
 # into a temporary folder, and ships the installed `metarl/` package with the runtime env's `py_modules`.
@@ -69,7 +75,7 @@ if [[ $START_HEAD -eq 1 ]]; then
 fi
 
 # One line of Python (the entrypoint goes through /bin/sh): import what the job uses, say where it came from.
-PROBE='import os, sys, metarl, metarl.train, metarl.rl.ray_runner, metarl.envs, metarl.agents, metarl.fewshot, metarl.configs; '
+PROBE='import os, sys, metarl, metarl.train, metarl.rl.ray_runner, metarl.engine.ray_train, metarl.envs, metarl.agents, metarl.fewshot, metarl.configs; '
 PROBE+='root = os.path.dirname(os.path.realpath(metarl.__file__)); '
 PROBE+='other = sorted(n for n, m in list(sys.modules.items()) if n.split(".")[0] == "metarl" and getattr(m, "__file__", None) '
 PROBE+='and not os.path.realpath(m.__file__).startswith(root + os.sep)); '

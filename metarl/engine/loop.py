@@ -13,7 +13,8 @@ bottom::
         every log_every: losses/total, train/<metric>, charts/learning_rate, charts/<unit>_per_s
         every env.eval_every: eval/<set>/<metric> for task.eval_sets; best-<set>-<metric>.pt per selection metric
         every checkpoint_minutes, on Ctrl-C / SIGTERM and at the end: checkpoint.pt
-    test/<set>/<metric> for task.test_sets on the model chosen by each selection metric (or the last model)
+    test/<set>/<metric> for task.test_sets on the model chosen by each selection metric (or the last model);
+        selection.json: which update each selection metric chose and its test scalars
     curves.png of the loss and the evaluation metrics
 
 Evaluation runs under ``torch.no_grad`` in eval mode and leaves the global RNG as it found it, so a run
@@ -21,6 +22,8 @@ with more evaluations trains exactly like one with fewer.
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, is_dataclass, replace
@@ -38,6 +41,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .interrupt import StopRequest
 from .logging import THROUGHPUT, MetricLogger, plot_curves
 from .optim import Schedule, clip_gradients, make_optimizer
+from .parallel import NullLogger, SingleProcess
 
 
 @dataclass
@@ -49,6 +53,7 @@ class TaskConfig:
     family: str = "task"  # which registered task (metarl.engine.registry.TASKS)
     batch_size: int = 32  # examples (sequences, episodes) per update
     eval_every: int = 500  # updates between evaluations of task.eval_sets (and one at the last update)
+    eval_test_sets: bool = False  # also evaluate the test sets at every evaluation (eval/<test set>/...: for model-selection analysis, never selected on)
 
 
 @dataclass
@@ -135,10 +140,13 @@ def _improved(mode: str, value: float, best: Optional[float]) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-def train(task: Task, cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
+def train(task: Task, cfg: DictConfig, run_dir: Path, parallel: Optional[SingleProcess] = None) -> Dict[str, Any]:
     """Train ``task`` as ``cfg`` says (``optim``, ``env.eval_every``, ``seed``, ``device``, ``resume``,
-    ``checkpoint_minutes``, ``log_every``, ``progress``); returns the last and final metrics."""
+    ``checkpoint_minutes``, ``log_every``, ``progress``); returns the last and final metrics.
+    ``parallel``: one worker of a data-parallel group (:mod:`metarl.engine.parallel`; default one process)."""
     run_dir = Path(run_dir)
+    parallel = parallel or SingleProcess()
+    main = parallel.is_main
     optim, device = cfg.optim, cfg.device
     for metric, mode in task.selection.items():
         if mode not in ("max", "min") or metric.split("/")[0] not in task.eval_sets:
@@ -152,11 +160,11 @@ def train(task: Task, cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     if cfg.resume:
         payload = load_checkpoint(cfg.resume, model, optimizer, restore_rng=True)
         step, best = payload["counters"]["step"], dict(payload["best"])
-        if task.carry_state and "state" in payload["extra"]:
+        if task.carry_state and "state" in payload["extra"] and parallel.world == 1:  # rank 0's rows only
             state = map_state(lambda s: s.to(device), payload["extra"]["state"])
         for metric in task.selection:  # the best models so far travel to the new run folder
             previous = Path(cfg.resume).parent / best_filename(metric)
-            if previous.is_file() and previous.resolve() != (run_dir / best_filename(metric)).resolve():
+            if main and previous.is_file() and previous.resolve() != (run_dir / best_filename(metric)).resolve():
                 run_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copy(previous, run_dir / best_filename(metric))
 
@@ -165,36 +173,41 @@ def train(task: Task, cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
         return save_checkpoint(run_dir / name, model, optimizer if with_optimizer else None,
                                counters={"step": step}, config=cfg, best=best, extra=extra)
 
-    logger = MetricLogger(run_dir)
+    eval_names = list(task.eval_sets)
+    if cfg.env.get("eval_test_sets", False):  # the test sets too, logged beside the others, for selection analysis
+        eval_names += [name for name in task.test_sets if name not in eval_names]
+    parallel.prepare(model)
+    logger = MetricLogger(run_dir) if main else NullLogger()
     throughput_key = THROUGHPUT[task.throughput_unit]
     generator = torch.Generator()
     window: Dict[str, List[float]] = {}
     last: Dict[str, Any] = {}
     units, train_time, last_checkpoint = 0, 0.0, time.time()
-    bar = tqdm(total=optim.steps, initial=step, disable=not cfg.progress, desc=f"{cfg.env.name}/{cfg.agent.name}")
+    bar = tqdm(total=optim.steps, initial=step, disable=not (cfg.progress and main), desc=f"{cfg.env.name}/{cfg.agent.name}")
     model.train()
     with StopRequest() as stop:
         while step < optim.steps:
             started = time.time()
             generator.manual_seed(cfg.seed * 1_000_003 + step)  # the data stream is a function of (seed, step)
-            batch = move_to(task.train_batch(step + 1, generator), device)
+            batch = move_to(parallel.shard(task, task.train_batch(step + 1, generator), cfg.env.batch_size), device)
             out = task.loss(model, batch, state)
-            if not torch.isfinite(out.loss):
-                path = save("checkpoint_nonfinite.pt")
+            if parallel.mean(float(torch.isfinite(out.loss))) < 1.0:  # on any worker: all stop together
+                path = save("checkpoint_nonfinite.pt") if main else "rank 0's run folder"
                 raise NonFiniteLossError(f"non-finite loss ({out.loss.item()}) at update {step + 1}; the state before "
                                          f"it is in {path}. Lower optim.lr, set optim.grad_clip or a warm-up "
                                          "(optim.warmup_steps)")
             lr = schedule.apply(optimizer, step + 1)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
+            parallel.average_gradients(model)
             grad_norm = clip_gradients(model.parameters(), optim.grad_clip)
             optimizer.step()
             step += 1
             if task.carry_state:
                 state = detach_state(out.state)
             train_time += time.time() - started
-            units += out.count
-            values = {"losses/total": out.loss.item(), "charts/grad_norm": grad_norm,
+            units += out.count * parallel.world
+            values = {"losses/total": parallel.mean(out.loss.item()), "charts/grad_norm": grad_norm,
                       **{(k if "/" in k else f"train/{k}"): float(v) for k, v in out.metrics.items()}}
             for k, v in values.items():
                 window.setdefault(k, []).append(v)
@@ -204,8 +217,8 @@ def train(task: Task, cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
                 logger.log(step, averaged)
                 last.update(averaged)
                 window = {}
-            if task.eval_sets and (step % cfg.env.eval_every == 0 or step == optim.steps):
-                results = _evaluate(task, model, task.eval_sets, progress=False)
+            if main and task.eval_sets and (step % cfg.env.eval_every == 0 or step == optim.steps):
+                results = _evaluate(task, model, eval_names, progress=False)
                 scalars = _scalars("eval", results)
                 improved = [m for m, mode in task.selection.items()
                             if _improved(mode, scalars[f"eval/{m}"], best.get(m))]
@@ -227,10 +240,13 @@ def train(task: Task, cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
                 bar.close()
                 raise Interrupted(f"{stop.signal_name} at update {step}: checkpoint saved to {path}; continue with "
                                   f"resume={path}", exit_code=stop.exit_code)
-            if time.time() - last_checkpoint > 60 * cfg.checkpoint_minutes:
-                save("checkpoint.pt")
+            if parallel.agree(time.time() - last_checkpoint > 60 * cfg.checkpoint_minutes):
+                path = save("checkpoint.pt") if main else None
+                parallel.checkpoint_saved(path, step)
                 last_checkpoint = time.time()
     bar.close()
+    if not main:
+        return {"step": step}
     save("checkpoint.pt")
     final = {"step": step, **last, **{f"best/{k}": v for k, v in best.items()}}
     if task.test_sets:
@@ -244,17 +260,29 @@ def train(task: Task, cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
 
 def _final_tests(task: Task, model: nn.Module, cfg, run_dir: Path, logger: MetricLogger, step: int) -> dict:
     """test/<set>/<metric> on the model of each selection metric (the primary one without a suffix, the
-    others as test/<set>/<metric>/by-<selection set>-<metric>), or on the last model when none."""
+    others as test/<set>/<metric>/by-<selection set>-<metric>), or on the last model when none; and
+    ``selection.json``: per selection metric, the update it chose, its value there and the test scalars
+    (read by metarl.engine.selection)."""
     final: Dict[str, Any] = {}
     selections = list(task.selection) or [None]
+    chosen: Dict[str, Any] = {}
     for index, metric in enumerate(selections):
+        chosen_step, value = step, None
         if metric is not None and (run_dir / best_filename(metric)).is_file():
-            load_checkpoint(run_dir / best_filename(metric), model)
+            payload = load_checkpoint(run_dir / best_filename(metric), model)
+            chosen_step, value = payload["counters"]["step"], payload["best"].get(metric)
         results = _evaluate(task, model, task.test_sets, progress=cfg.progress)
         suffix = "" if index == 0 else "/by-" + metric.replace("/", "-")
         scalars = {k + suffix: v for k, v in _scalars("test", results).items()}
         logger.log(step, scalars)
         final.update(scalars)
+        chosen[metric or "last"] = {"step": chosen_step, "value": value,  # test scalars as {"<set>/<metric>": v}
+                                    "test": {k.split("/", 1)[1]: v for k, v in _scalars("test", results).items()}}
         if index == 0:
             final["test_results"] = results  # with the non-scalar values (e.g. accuracy per length)
+    summary = {"selection": dict(task.selection), "primary": selections[0] or "last", "eval_sets": list(task.eval_sets),
+               "test_sets": list(task.test_sets), "last_step": step, "selected": chosen}
+    tmp = run_dir / "selection.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, default=float))
+    os.replace(tmp, run_dir / "selection.json")
     return final

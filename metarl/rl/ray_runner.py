@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..engine.ray_train import init_ray
 from ..errors import ResourceError
 from .impala import Learner, collate
 from .monitor import RunMonitor
@@ -51,21 +52,6 @@ class RolloutWorker:
     def unroll(self, weights: dict, version: int) -> dict:
         self.actor.set_weights(weights, version)
         return self.actor.unroll()
-
-
-def init_ray(runner: DictConfig):
-    """Start or join Ray as the config says; returns the ray module."""
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    address = runner.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=runner.num_cpus, include_dashboard=bool(runner.dashboard), dashboard_host="127.0.0.1",
-                 log_to_driver=True)
-    return ray
 
 
 def actor_resources(runner: DictConfig, cluster: dict) -> dict:
