@@ -10,6 +10,7 @@ from .sequence import SequenceClassification, SequenceClassifier, register_seque
 from .tasks import Batch, RecallEnvConfig, RecallTask, SequenceTask, recall_from_config
 from . import glyph_domains  # noqa: F401 (registers env=glyph_domains)
 from . import vision  # noqa: F401 (registers env=vqvae/*, env=image/* and the vision trainer)
+from . import graphs  # noqa: F401 (registers env=graphs/*)
 
 register_sequence_task("recall", RecallEnvConfig, recall_from_config)
 

@@ -47,6 +47,7 @@ when every symbol is shared) are left out.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
@@ -111,6 +112,9 @@ class CTLPPTask(SequenceTask):
             raise ConfigError(f"env.chain_lengths={list(chain_lengths)}: need 2 <= shortest <= longest")
         if num_symbols < 2 or num_functions < 2:
             raise ConfigError(f"env.num_symbols={num_symbols} / env.num_functions={num_functions}: need 2 or more")
+        if num_functions > math.factorial(num_symbols):
+            raise ConfigError(f"env.num_functions={num_functions}: only {math.factorial(num_symbols)} distinct bijections "
+                              f"exist on env.num_symbols={num_symbols} symbols; lower num_functions or raise num_symbols")
         symbol_overlap = symbol_overlap or num_symbols  # 0: every symbol shared (the reference's None)
         if variant == "s":
             if not 0 <= overlap <= num_functions - 4:

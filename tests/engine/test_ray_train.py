@@ -72,7 +72,7 @@ def test_a_killed_worker_is_replaced_and_the_run_continues_from_its_checkpoint(l
         deadline = time.time() + 300
         while time.time() < deadline:
             metrics = folder / "metrics.jsonl"
-            if (folder / "checkpoint.pt").is_file() and metrics.is_file() and len(metrics.read_text().splitlines()) >= 8:
+            if (folder / "checkpoint.pt").is_file() and metrics.is_file() and len(metrics.read_text().splitlines()) >= 6:
                 pids = ray_train_worker_pids()
                 if len(pids) == 2:
                     os.kill(pids[-1], signal.SIGKILL)
@@ -82,17 +82,17 @@ def test_a_killed_worker_is_replaced_and_the_run_continues_from_its_checkpoint(l
 
     killer = threading.Thread(target=kill_one_worker_after_a_checkpoint, daemon=True)
     killer.start()
-    result = run(compose_config(*SMALL, "optim.steps=60", "env.eval_every=60", "log_every=1", "checkpoint_minutes=0",
+    result = run(compose_config(*SMALL, "optim.steps=24", "env.eval_every=24", "log_every=1", "checkpoint_minutes=0",
                                 "runner=ray", "runner.num_workers=2", "runner.worker_cpus=0.5", "runner.max_failures=1"),
                  folder)
     killer.join(timeout=5)
     assert killed, "the test did not find the workers to kill"
-    assert result["step"] == 60
+    assert result["step"] == 24
     steps = [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
     # the restarted group went on from the restored checkpoint: the counter continued and reached the end
-    assert steps[-1] == 60 and max(steps) == 60
+    assert steps[-1] == 24 and max(steps) == 24
     assert any(later <= earlier for earlier, later in zip(steps, steps[1:])), "no restart seen in the log"
-    assert torch.load(folder / "checkpoint.pt", weights_only=True)["counters"]["step"] == 60
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["counters"]["step"] == 24
 
 
 def test_requests_beyond_the_cluster_fail_fast():

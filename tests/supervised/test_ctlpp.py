@@ -162,6 +162,8 @@ def test_bad_values_are_named():
         small_s(symbol_overlap=5)
     with pytest.raises(ValueError, match="env.test_size=1000"):
         small_s(test_size=1000)
+    with pytest.raises(ValueError, match="only 24 distinct bijections"):  # would draw permutations for ever
+        CTLPPTask("r", num_symbols=4, num_functions=32)
 
 
 def test_short_run_beats_chance():
