@@ -177,5 +177,7 @@ def log_row(text: str) -> None:
 
 
 def settings(args: argparse.Namespace, skip: Optional[Callable[[str], bool]] = None) -> Dict[str, str]:
-    """The parsed options as strings (for the JSON)."""
-    return {k: str(v) for k, v in vars(args).items() if not (skip and skip(k))}
+    """The parsed options as strings (for the JSON), without where the report went or came from (``out``,
+    ``from_json``: machine paths, not settings)."""
+    return {k: str(v) for k, v in vars(args).items()
+            if k not in ("out", "from_json") and not (skip and skip(k))}

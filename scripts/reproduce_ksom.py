@@ -161,7 +161,7 @@ def report(args: Args, runs: List[Dict], wall: float) -> None:
     print("\n".join(table))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ksom.json").write_text(json.dumps({"args": {**asdict(args), "from_json": ""}, "wall_seconds": wall, "runs": runs,
+    (out / "ksom.json").write_text(json.dumps({"args": {k: v for k, v in asdict(args).items() if k not in ("out", "from_json")}, "wall_seconds": wall, "runs": runs,
                                                "summary": {v: dict(zip(header[1:], c)) for v, c in summary.items()}},
                                               indent=1, default=float))
     plot(runs, out / "ksom.png")
