@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -15,7 +15,8 @@ from .engine.optim import OptimConfig
 from .engine.registry import store_schema
 
 #: modules that register an env schema and a trainer or task when imported
-BUILTIN_MODULES = ("metarl.envs", "metarl.rl.trainer", "metarl.supervised", "metarl.fewshot.task")
+BUILTIN_MODULES = ("metarl.envs", "metarl.rl.trainer", "metarl.supervised", "metarl.fewshot.task",
+                   "metarl.society.trainer")
 
 
 @dataclass
@@ -50,6 +51,11 @@ class ImpalaConfig:
     reward_clip: bool = True  # clip rewards to [-1, 1] for learning
     eval_episodes: int = 10  # episodes per task for the final evaluation (0: none)
     eval_envs: int = 8  # parallel envs for the evaluation
+    eval_every_frames: int = 0  # evaluate the trained policy every this many frames (0: only the final evaluation)
+    eval_interval_episodes: int = 16  # episodes per task and split at each of those evaluations
+    # metrics of those evaluations to select on (max), each keeping best-<set>-<metric>.pt and tested at the end:
+    # train_levels/return (mean over tasks), test_levels/return, or per task <set>/return/<task>
+    selection: List[str] = field(default_factory=lambda: ["train_levels/return"])
     amp: str = "auto"  # bf16 autocast of the encoder: auto (on where the CPU has bf16 kernels, and on CUDA) | on | off
 
 

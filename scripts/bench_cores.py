@@ -18,6 +18,12 @@ size of the RL agents: 2 layers, d_model 128 (8 heads of 16), B 32, T 51, for sr
 - at the core level: ``core(x, reset=reset)`` against ``core(x)``; srwm, delta, lt and recdelta pass the mask
   to their ops, the lstm (``nn.LSTM`` has no reset input) cuts the time axis (reported, no goal).
 Goal: a batch with resets costs at most 1.15x the same batch without (srwm, delta, lt, recdelta).
+
+The "moe" section (``--sections moe``) times the σ-MoE feed-forward (``metarl.layers.feedforward.SigmaMoE``,
+sigmoid selection, top-4 of experts of 128 units) against the parameter-equal dense layer (``DenseFF``, d_ff =
+experts x 128), forward+backward on 4096 tokens of d_model 512, at 16 experts (d_ff 2048) and 32 experts
+(d_ff 4096), where the FLOP ratios are 4x and 8x. The selection and its regulariser are included.
+Goals: >= 2.5x (16 experts) and >= 4x (32 experts).
 """
 from __future__ import annotations
 
@@ -116,17 +122,18 @@ def main():
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall: elapsed time; cpu: CPU time of this process (steadier when others share the "
                              "machine; with several threads it adds them up)")
-    parser.add_argument("--sections", default="grid,resets",
-                        help="comma-separated: grid (tokens/s of every op/core and mode), resets (cost of resets)")
+    parser.add_argument("--sections", default="grid,resets,moe",
+                        help="comma-separated: grid (tokens/s of every op/core and mode), resets (cost of resets), "
+                             "moe (σ-MoE vs the parameter-equal dense feed-forward)")
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     sections = set(args.sections.split(","))
-    unknown = sections - {"grid", "resets"}
+    unknown = sections - {"grid", "resets", "moe"}
     if unknown:
-        parser.error(f"--sections: unknown {', '.join(sorted(unknown))}; choose from grid, resets")
+        parser.error(f"--sections: unknown {', '.join(sorted(unknown))}; choose from grid, resets, moe")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock")
     report = {"machine": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "clock": args.clock}
@@ -140,6 +147,10 @@ def main():
         report["resets"] = {"B": RESET_B, "T": RESET_T, "layers": RESET_LAYERS, "d_model": RESET_H * RESET_D,
                             "heads": RESET_H, "rows": reset_rows}
         goals += check_reset_goals(reset_rows)
+    if "moe" in sections:
+        moe_rows = moe_section(args)
+        report["moe"] = {"tokens": MOE_TOKENS, "d_model": MOE_D, "rows": moe_rows}
+        goals += check_moe_goals(moe_rows)
     print("\nGoals (measured side by side in this run):")
     for goal in goals:
         print(f"  [{goal['status']}] {goal['goal']}: {goal['measured']}")
@@ -393,6 +404,46 @@ def check_reset_goals(rows):
             goals.append({"goal": f"{r['name']} core: core(x, reset) / without resets, fwd+bwd, p={r['p']} "
                                   f"(time axis cut: reported, no goal)", "measured": f"{ratio:.2f}", "status": "REPORT"})
     return goals
+
+
+# ---------------------------------------------------------------- the "moe" section
+MOE_TOKENS, MOE_D, MOE_EXPERT_SIZE, MOE_TOP_K = 4096, 512, 128, 4
+MOE_GOALS = {16: 2.5, 32: 4.0}  # experts -> speed-up over the parameter-equal dense layer
+
+
+def moe_section(args):
+    """fwd+bwd ms of σ-MoE vs the parameter-equal dense feed-forward at 16 and 32 experts."""
+    from metarl.layers.feedforward import DenseFF, SigmaMoE
+
+    print(f"\nσ-MoE vs dense: fwd+bwd ms on {MOE_TOKENS} tokens, d_model {MOE_D}, experts of {MOE_EXPERT_SIZE}, "
+          f"top-{MOE_TOP_K}, best of {args.repeats}")
+    print(f"{'experts':>7} {'d_ff':>5} {'dense ms':>9} {'moe ms':>8} {'speed-up':>8} {'FLOP ratio':>10}")
+    rows = []
+    for experts in MOE_GOALS:
+        d_ff = experts * MOE_EXPERT_SIZE
+        torch.manual_seed(0)
+        dense = DenseFF(MOE_D, d_ff)
+        moe = SigmaMoE(MOE_D, d_ff, num_experts=experts, expert_size=MOE_EXPERT_SIZE, top_k=MOE_TOP_K)
+        x = torch.randn(MOE_TOKENS, MOE_D, requires_grad=True)
+
+        def moe_run():
+            return [moe(x), moe.aux_loss]
+
+        ms = _best_of({"dense": _fwd_bwd(lambda: [dense(x)]), "moe": _fwd_bwd(moe_run)}, args.repeats)
+        row = {"experts": experts, "d_ff": d_ff, "top_k": MOE_TOP_K, "dense_ms": ms["dense"], "moe_ms": ms["moe"],
+               "speedup": ms["dense"] / ms["moe"], "flop_ratio": experts / MOE_TOP_K}
+        rows.append(row)
+        print(f"{experts:7d} {d_ff:5d} {row['dense_ms']:9.1f} {row['moe_ms']:8.1f} {row['speedup']:8.2f} "
+              f"{row['flop_ratio']:10.1f}", flush=True)
+    return rows
+
+
+def check_moe_goals(rows):
+    return [{"goal": f"σ-MoE {r['experts']} experts top-{r['top_k']} / dense d_ff {r['d_ff']}, fwd+bwd, "
+                     f"{MOE_TOKENS} tokens, d_model {MOE_D} >= {MOE_GOALS[r['experts']]}x",
+             "measured": f"{r['speedup']:.2f}", "status": "PASS" if r["speedup"] >= MOE_GOALS[r["experts"]] else "FAIL"}
+            for r in rows]
+
 
 if __name__ == "__main__":
     main()

@@ -97,6 +97,9 @@ def test_every_env_config_composes_and_has_a_trainer(env):
     assert cfg.env.kind in TRAINERS
     if cfg.env.kind == "rl":
         assert cfg.env.type in ENV_OPTIONS and cfg.optim.name == "rmsprop"
+    elif cfg.env.kind == "society":  # societies of agents: their own family registry (metarl.society.trainer)
+        from metarl.society.trainer import FAMILIES
+        assert cfg.env.family in FAMILIES
     else:
         assert cfg.env.family in TASKS and cfg.optim.steps > 0
 

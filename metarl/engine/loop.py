@@ -100,6 +100,10 @@ class Task:
         """Metrics of evaluation set ``name``: scalars are logged; other values (tables) are only returned."""
         raise NotImplementedError
 
+    def prepare(self, run_dir: Path) -> None:
+        """Called once before training, on the main worker only: write the task's own files (a data
+        manifest, a tokeniser) to ``run_dir``. Default: nothing."""
+
 
 def move_to(batch: Any, device) -> Any:
     """A batch (tensor, object with ``.to``, dataclass, dict, list or tuple of those) on ``device``."""
@@ -177,6 +181,9 @@ def train(task: Task, cfg: DictConfig, run_dir: Path, parallel: Optional[SingleP
     if cfg.env.get("eval_test_sets", False):  # the test sets too, logged beside the others, for selection analysis
         eval_names += [name for name in task.test_sets if name not in eval_names]
     parallel.prepare(model)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        task.prepare(run_dir)
     logger = MetricLogger(run_dir) if main else NullLogger()
     throughput_key = THROUGHPUT[task.throughput_unit]
     generator = torch.Generator()

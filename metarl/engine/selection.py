@@ -13,8 +13,9 @@ test values; the checkpoint each selection metric chose); :func:`selection_table
 test metric" table (mean and standard deviation over runs: the seed noise); :func:`rank_correlations` the
 Spearman correlation between each validation and each test metric across checkpoints and runs.
 
-For an RL run the training levels play the part of validation and the unseen levels that of test (one
-checkpoint per run: the last); for a few-shot run validation and test classes (the checkpoint the
+For an RL run the training levels play the part of validation and the unseen levels that of test (the
+last model, and with ``impala.eval_every_frames`` every periodic evaluation and the model each
+``impala.selection`` metric chose); for a few-shot run validation and test classes (the checkpoint the
 validation accuracy chose; every evaluation with ``env.eval_test_sets=true``).
 """
 from __future__ import annotations
@@ -110,12 +111,32 @@ def read_run(path) -> RunRecord:
 
 
 def _read_rl(path: Path, rows: List[dict], final: Dict[str, float]) -> RunRecord:
-    """RL: the trained policy's return on the training levels (validation) and unseen levels (test)."""
+    """RL: the training levels play validation, the unseen levels test. The last model's final evaluation
+    (``test/<split>_levels/trained_return/<task>``) is the ``last`` row; with ``impala.eval_every_frames`` the
+    periodic evaluations (``eval/<split>_levels/return...``) are checkpoints too, and ``selection.json`` gives
+    the model each selection metric chose and its return on the unseen levels."""
     step = max(int(r["step"]) for r in rows)
-    validation = {k: v for k, v in final.items() if k.startswith("train_levels/trained_return/")}
-    test = {k: v for k, v in final.items() if k.startswith("test_levels/trained_return/")}
-    last = Checkpoint(path.name, step, validation, test)
-    return RunRecord(path, "rl", {}, [last], {"last": last})
+    checkpoints = []
+    for row in rows:
+        values = _numbers(row, "eval/")
+        if values:
+            checkpoints.append(Checkpoint(path.name, int(row["step"]),
+                                          {k: v for k, v in values.items() if k.startswith("train_levels/")},
+                                          {k: v for k, v in values.items() if k.startswith("test_levels/")}))
+    last_final = {k: v for k, v in final.items() if "/by-" not in k}
+    last = Checkpoint(path.name, step, {k: v for k, v in last_final.items() if k.startswith("train_levels/trained_return/")},
+                      {k: v for k, v in last_final.items() if k.startswith("test_levels/trained_return/")})
+    selection, selected = {}, {}
+    if (path / "selection.json").is_file():
+        summary = json.loads((path / "selection.json").read_text())
+        selection = dict(summary["selection"])
+        by_step = {c.step: c for c in checkpoints}
+        for metric, info in summary["selected"].items():
+            chosen = by_step.get(int(info["step"]))
+            selected[metric] = Checkpoint(path.name, int(info["step"]), dict(chosen.validation) if chosen else {},
+                                          {k: float(v) for k, v in info["test"].items()})
+    selected["last"] = last
+    return RunRecord(path, "rl", selection, checkpoints or [last], selected)
 
 
 # ----------------------------------------------------------------------------------------------- statistics

@@ -227,24 +227,14 @@ class SigmaMoE(nn.Module):
         return logits, gates, experts
 
     def _experts_loop(self, x: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-        """Sort the N·K (token, slot) pairs by expert; one [n_e, D] x [D, G] x [G, D] per expert."""
-        n, k = experts.shape
-        flat = experts.reshape(-1)
-        order = torch.argsort(flat, stable=True)
-        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
-        x_sorted = x.index_select(0, order // k)
-        # unbind once: indexing self.w1[e] in the loop would make each backward step write a full-size
-        # zero gradient (O(E²) memory traffic)
-        w1, w2 = self.w1.unbind(0), self.w2.unbind(0)
-        b1 = self.b1.unbind(0) if self.b1 is not None else None
-        outputs = []
-        for e, x_e in enumerate(x_sorted.split(counts)):
-            if counts[e]:
-                h = x_e @ w1[e] if b1 is None else torch.addmm(b1[e], x_e, w1[e])
-                outputs.append(self.drop(torch.relu(h)) @ w2[e])
-        y_sorted = torch.cat(outputs, dim=0)
-        y_slots = torch.zeros_like(y_sorted).index_copy(0, order, y_sorted)  # back to (token, slot) order
-        return (y_slots.view(n, k, -1) * gates.unsqueeze(-1)).sum(dim=1)
+        """Sort the N·K (token, slot) pairs by expert; one [n_e, D] x [D, G] x [G, D] per expert
+        (:class:`SortedExperts`, which writes its own backward)."""
+        p = self.drop.p if self.training else 0.0
+        hidden_keep = None
+        if p > 0:  # the dropout mask of the hidden units, drawn here so the autograd Function stays pure
+            hidden_keep = (torch.rand(x.shape[0] * self.top_k, self.expert_size, device=x.device) >= p)
+            hidden_keep = hidden_keep.to(x.dtype) / (1.0 - p)
+        return SortedExperts.apply(x, gates, experts, self.w1, self.w2, self.b1, hidden_keep)
 
     def _experts_dense(self, x: torch.Tensor, gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
         """All experts as one dense layer, hidden units scaled by their expert's gate (0 if unselected)."""
@@ -277,6 +267,87 @@ class SigmaMoE(nn.Module):
         return (f"d_model={self.d_model}, num_experts={self.num_experts}, expert_size={self.expert_size}, "
                 f"top_k={self.top_k}, expert_dropout={self.expert_dropout}, entropy_reg={self.entropy_reg}, "
                 f"weight_std_scale={self.weight_std_scale:.4g}")
+
+
+class SortedExperts(torch.autograd.Function):
+    """The σ-MoE experts on tokens grouped by expert, with a hand-written backward.
+
+    x: [N, D], gates: [N, K], experts: [N, K] long, w1: [E, D, G], w2: [E, G, D], b1: [E, G] or None,
+    hidden_keep: [N·K, G] (inverted-dropout factors in sorted order) or None  ->  y: [N, D] with
+    ``y_n = Σ_k gates[n, k] · relu(x_n W1_e + b1_e) W2_e``, e = experts[n, k].
+
+    The N·K (token, slot) pairs are sorted by expert once. Each expert gathers its tokens, runs one
+    matmul pair and adds its gated rows back into the tokens (``index_add_``); only the hidden units
+    [N·K, G] are kept for the backward, which gathers the tokens again per expert. The gate scales the
+    hidden units (G wide), not the outputs (D wide). Per-expert temporaries ([n_e, D]) are what the
+    allocator reuses, where [N·K, D] buffers are fresh memory at every call. Autograd through the same
+    steps (index_select, cat, index_copy, per-expert views, the gate on [N·K, D]) spent more time moving
+    memory than multiplying (``scripts/bench_cores.py --sections moe``).
+    """
+
+    @staticmethod
+    def forward(ctx, x, gates, experts, w1, w2, b1, hidden_keep):
+        n, k = experts.shape
+        e_count, _, g = w1.shape
+        flat = experts.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        counts = torch.bincount(flat, minlength=e_count).tolist()
+        token = order // k
+        gate_sorted = gates.reshape(-1).index_select(0, order).unsqueeze(1)  # [N·K, 1]
+        pieces = [(e, slice(start, start + count)) for e, (start, count) in
+                  enumerate(zip(_starts(counts), counts)) if count]
+        hidden, gated = x.new_empty(n * k, g), x.new_empty(n * k, g)
+        y = x.new_zeros(n, x.shape[1])
+        for e, rows in pieces:  # one expert at a time: its [n_e, G] pieces stay in cache
+            x_e, h_e = x.index_select(0, token[rows]), hidden[rows]
+            if b1 is None:
+                torch.mm(x_e, w1[e], out=h_e)
+            else:
+                torch.addmm(b1[e], x_e, w1[e], out=h_e)
+            h_e.clamp_(min=0.0)
+            if hidden_keep is not None:
+                h_e.mul_(hidden_keep[rows])
+            torch.mul(h_e, gate_sorted[rows], out=gated[rows])
+            y.index_add_(0, token[rows], gated[rows] @ w2[e])
+        ctx.pieces = pieces
+        ctx.has_bias = b1 is not None
+        ctx.gates_shape = gates.shape
+        ctx.save_for_backward(x, hidden, gated, gate_sorted, order, token, w1, w2, hidden_keep)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, hidden, gated, gate_sorted, order, token, w1, w2, hidden_keep = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        grad_x = torch.zeros_like(x)
+        grad_w1, grad_w2 = torch.zeros_like(w1), torch.zeros_like(w2)  # unused experts keep zeros
+        grad_b1 = torch.zeros_like(w1[:, 0]) if ctx.has_bias else None
+        grad_gate_sorted = hidden.new_empty(hidden.shape[0])
+        for e, rows in ctx.pieces:
+            tokens_e = token[rows]
+            grad_y_e = grad_y.index_select(0, tokens_e)
+            torch.mm(gated[rows].t(), grad_y_e, out=grad_w2[e])
+            grad_h = grad_y_e @ w2[e].t()  # the gradient of the gated hidden units [n_e, G]
+            torch.sum(grad_h * hidden[rows], dim=1, out=grad_gate_sorted[rows])
+            # through the gate, the dropout and the ReLU (hidden > 0 exactly where a unit was active and kept)
+            grad_h.mul_(gate_sorted[rows]).mul_(hidden[rows] > 0)
+            if hidden_keep is not None:
+                grad_h.mul_(hidden_keep[rows])
+            torch.mm(x.index_select(0, tokens_e).t(), grad_h, out=grad_w1[e])
+            grad_x.index_add_(0, tokens_e, grad_h @ w1[e].t())
+            if grad_b1 is not None:
+                torch.sum(grad_h, dim=0, out=grad_b1[e])
+        grad_gates = torch.empty_like(grad_gate_sorted).index_copy_(0, order, grad_gate_sorted)
+        return grad_x, grad_gates.view(ctx.gates_shape), None, grad_w1, grad_w2, grad_b1, None
+
+
+def _starts(counts: list) -> list:
+    """Offsets of consecutive pieces of the given sizes: [0, c0, c0 + c1, ...] (one per piece)."""
+    starts, total = [], 0
+    for count in counts:
+        starts.append(total)
+        total += count
+    return starts
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -2,6 +2,12 @@
 and metrics.jsonl), recent returns per game, the progress bar, timed checkpoints, Ctrl-C / SIGTERM, the
 final evaluation and the curves PNG. The runners own only how rollouts reach the learner.
 
+With ``impala.eval_every_frames`` the trained policy is also evaluated during training, on the training
+and (procgen) the unseen levels: ``eval/<split>_levels/return[/<task>]``. Each metric of
+``impala.selection`` keeps its best model (``best-<set>-<metric>.pt``, the engine's names); at the end each
+is evaluated on the unseen levels (``test/test_levels/trained_return/<task>/by-<set>-<metric>``) and
+``selection.json`` records the choices the way the engine loop does (read by metarl.engine.selection).
+
     with RunMonitor(cfg, run_dir, learner, desc) as monitor:
         while learner.frames < total_frames:
             metrics = learner.learn(batch)
@@ -10,7 +16,9 @@ final evaluation and the curves PNG. The runners own only how rollouts reach the
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections import defaultdict, deque
 from pathlib import Path
@@ -20,9 +28,11 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.interrupt import StopRequest
 from ..engine.logging import MetricLogger, plot_curves, read_metrics
-from ..errors import Interrupted
+from ..engine.loop import best_filename
+from ..errors import ConfigError, Interrupted
 from .evaluate import evaluate
 from .impala import clone_for_acting
 from .setup import make_rl_env, save_learner
@@ -62,6 +72,16 @@ class RunMonitor:
         self.stop = StopRequest()
         self.start_time, self.start_frames, self.last_checkpoint = time.time(), learner.frames, time.time()
         self.frames_per_s = 0.0
+        impala = cfg.impala
+        self.splits = ("train", "test") if cfg.env.type == "procgen" else ("train",)
+        self.selection = list(impala.selection) if impala.eval_every_frames > 0 else []
+        for metric in self.selection:
+            if metric.split("/")[0] not in [f"{s}_levels" for s in self.splits] or "/return" not in metric:
+                raise ConfigError(f"impala.selection: {metric!r} is not a metric of the periodic evaluation; use "
+                                  + " or ".join(f"{s}_levels/return[/<task>]" for s in self.splits))
+        every = impala.eval_every_frames
+        self.next_eval = (learner.frames // every + 1) * every if every > 0 else None
+        self.best: dict = {}  # selection metric -> (value, frames)
 
     def __enter__(self) -> "RunMonitor":
         self.stop.__enter__()
@@ -91,6 +111,63 @@ class RunMonitor:
         if time.time() - self.last_checkpoint > 60 * self.cfg.checkpoint_minutes:
             save_learner(self.run_dir, learner, self.cfg)
             self.last_checkpoint = time.time()
+        if self.next_eval is not None and learner.frames >= self.next_eval:
+            self.periodic_evaluation()
+            self.next_eval += self.cfg.impala.eval_every_frames
+
+    def periodic_evaluation(self) -> dict:
+        """``eval/<split>_levels/return[/<task>]`` of the current policy; keeps the best model of each selection
+        metric. Actions are drawn from the evaluation's own generator: training is not changed by it."""
+        cfg, learner = self.cfg, self.learner
+        acting = clone_for_acting(learner.agent)
+        scalars = {}
+        for split in self.splits:
+            env = make_rl_env(cfg.env, cfg.impala.eval_envs, seed=cfg.seed + 11, split=split)
+            result = evaluate(env, acting, cfg.impala.eval_interval_episodes, seed=cfg.seed + 11)
+            env.close()
+            for task, r in result.items():
+                scalars[f"eval/{split}_levels/return/{task}"] = r["mean"]
+            scalars[f"eval/{split}_levels/return"] = float(np.mean([r["mean"] for r in result.values()]))
+        self.logger.log(learner.frames, scalars)
+        for metric in self.selection:
+            value = scalars.get(f"eval/{metric}")
+            if value is None:
+                raise ConfigError(f"impala.selection: {metric!r} was not measured; the tasks are "
+                                  f"{sorted({k.rsplit('/', 1)[1] for k in scalars if k.count('/') == 3})}")
+            if metric not in self.best or value > self.best[metric][0]:
+                self.best[metric] = (value, learner.frames)
+                save_checkpoint(self.run_dir / best_filename(metric), learner.agent, None,
+                                counters={"step": learner.updates, "frames": learner.frames}, config=cfg,
+                                best={m: v for m, (v, _) in self.best.items()})
+        return scalars
+
+    def test_selected(self) -> dict:
+        """Each selection metric's best model on the unseen levels (the training levels without a split),
+        logged as ``test/<split>_levels/trained_return/<task>/by-<set>-<metric>``; writes ``selection.json``."""
+        cfg, learner = self.cfg, self.learner
+        split = self.splits[-1]
+        agent = clone_for_acting(learner.agent)
+        chosen = {}
+        for metric in self.selection:
+            path = self.run_dir / best_filename(metric)
+            if not path.is_file():
+                continue
+            payload = load_checkpoint(path, agent)
+            env = make_rl_env(cfg.env, cfg.impala.eval_envs, seed=cfg.seed + 7, split=split)
+            result = evaluate(env, agent, cfg.impala.eval_episodes, seed=cfg.seed + 7)
+            env.close()
+            suffix = "/by-" + metric.replace("/", "-")
+            test = {f"{split}_levels/trained_return/{task}": r["mean"] for task, r in result.items()}
+            self.logger.log(learner.frames, {f"test/{k}{suffix}": v for k, v in test.items()})
+            chosen[metric] = {"step": payload["counters"]["frames"], "value": self.best[metric][0], "test": test}
+        if chosen:
+            summary = {"selection": {m: "max" for m in self.selection}, "primary": self.selection[0],
+                       "eval_sets": [f"{s}_levels" for s in self.splits], "test_sets": [f"{split}_levels"],
+                       "last_step": learner.frames, "selected": chosen}
+            tmp = self.run_dir / "selection.json.tmp"
+            tmp.write_text(json.dumps(summary, indent=1, default=float))
+            os.replace(tmp, self.run_dir / "selection.json")
+        return chosen
 
     def finish(self, **extra) -> dict:
         """The final checkpoint, evaluation (``test/<levels>/<policy>_return/<task>``) and curves.png."""
@@ -100,6 +177,8 @@ class RunMonitor:
                   "recent_return": self.stats.summary(), **extra}
         if self.cfg.impala.eval_episodes > 0:
             result["evaluation"] = final_evaluation(self.cfg, learner.agent, self.logger, learner.frames)
+            if self.selection:
+                result["selected"] = self.test_selected()
         self.logger.close()
         curves = plot_curves(self.run_dir, ["losses/total", "charts/episodic_return/"])
         if curves is not None:

@@ -7,7 +7,10 @@ monarchical or democratic organiser, and an economy that assigns the reward and 
     t.answer                                 # '42'
 
 ``LMAgent`` (``metarl.society.lm_agent``, imported on first use: it needs torch) answers with a language
-model trained by ``env=lm``.
+model trained by ``env=lm``; ``ImageDescriber`` and its ``Gallery`` (``metarl.society.describer``, also on first
+use) answer what a trained image classifier sees in the images a task names ``image:<name>``. The glyph
+questions of the offline demonstration are ``metarl.society.glyph_task``; ``python -m metarl.train
+env=society/glyph_sum`` measures them (``metarl.society.trainer``).
 """
 from .agents import (ABSTAIN, UNKNOWN, Agent, Calculator, CalculatorError, CallableAgent, ChatAgent, EndpointError,
                      Lookup, Tool, calculate, find_expression)
@@ -21,7 +24,7 @@ __all__ = ["ABSTAIN", "UNKNOWN", "Agent", "Calculator", "CalculatorError", "Call
            "CREDIT_RULES", "BanditOrganiser", "SocietyTask", "agreement_credit", "equal_credit", "run_economy",
            "shapley", "Message", "as_chat", "last_request",
            "ORGANISERS", "Budget", "Democracy", "Entry", "Monarchy", "Transcript", "mindstorm", "parse_choice",
-           "LMAgent"]
+           "LMAgent", "ImageDescriber", "Gallery"]
 
 
 def __getattr__(name):
@@ -29,4 +32,8 @@ def __getattr__(name):
         from .lm_agent import LMAgent
 
         return LMAgent
+    if name in ("ImageDescriber", "Gallery"):
+        from . import describer
+
+        return getattr(describer, name)
     raise AttributeError(f"module 'metarl.society' has no attribute {name!r}")

@@ -270,15 +270,31 @@ class Tool:
 
 
 class Calculator(Tool):
-    """Finds the arithmetic expression in the request and answers its value (``calculate``); UNKNOWN if none."""
+    """Finds the arithmetic expression in the request and answers its value (``calculate``); UNKNOWN if none.
+
+    read_talk: when the request holds no expression, the calculator evaluates the latest one another member
+    wrote in the conversation (a blackboard: in a democracy nobody hands it a question, but it reads the
+    earlier rounds)."""
 
     def __init__(self, name: str = "calculator",
-                 description: str = "computes arithmetic expressions exactly (+ - * / ** sqrt ...)"):
-        self.name, self.description = name, description
+                 description: str = "computes arithmetic expressions exactly (+ - * / ** sqrt ...)",
+                 read_talk: bool = False):
+        self.name, self.description, self.read_talk = name, description, read_talk
 
     def answer(self, text: str) -> str:
         expression = find_expression(text)
         return UNKNOWN if expression is None else _format(calculate(expression))
+
+    def respond(self, conversation: Sequence[Message]) -> Message:
+        request = last_request(conversation)
+        if not self.read_talk or request.intent in ("vote", "choose") or find_expression(request.content):
+            return super().respond(conversation)
+        for m in reversed(conversation):
+            if m.role != "system" and m.name not in (None, self.name, "task", "organiser"):
+                expression = find_expression(m.content)
+                if expression is not None:
+                    return reply(self, _format(calculate(expression)))
+        return reply(self, UNKNOWN)
 
 
 class Lookup(Tool):

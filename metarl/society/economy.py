@@ -11,13 +11,19 @@ Credit rules (``CREDIT_RULES``; each ``rule(transcript, reward) -> {member: cred
   2^n evaluations, so for up to ``MAX_SHAPLEY`` members.
 
 ``BanditOrganiser``: a contextual bandit over members, the ``chooser`` of a ``Monarchy``. The context is
-``context(task)`` (a task kind); each (context, member) keeps the mean credit the member earned when asked.
-It picks by UCB1 (untried members first; ``c`` scales the exploration bonus), or greedily with
-``explore=False``; ``update(task, credits)`` learns from one transcript's credits. ``run_economy`` trains or
-evaluates it over many tasks.
+``context(task)`` (a task kind), joined with ``stage(transcript)`` when given (what the talk holds so far,
+e.g. ``talk_stage``: who has said something useful, in order), so that a chain of members (look, rewrite,
+compute) can be learned one step at a time; each (context, member) keeps the mean credit the member earned
+when asked there. With ``stop=True`` the bandit also has the arm ``FINAL`` (end the talk now); it earns a
+speaker's share of the task's reward (reward / speakers, the scale of the ``equal`` credits), so it learns
+when the answers suffice and saves the messages of asking more. It picks by
+UCB1 (untried arms first; ``c`` scales the exploration bonus), or greedily with ``explore=False``; every
+pick is recorded in ``transcript.meta["bandit"]`` as ``[context, arm]``, and ``update`` learns from one
+transcript's credits. ``run_economy`` trains or evaluates it over many tasks.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import re
@@ -80,21 +86,38 @@ def shapley(members: Sequence[str], value: Callable[[FrozenSet[str]], float]) ->
     return phi
 
 
+STOP = "FINAL"  # the bandit's arm that ends the talk
+
+
+def talk_stage(transcript: Transcript) -> str:
+    """The members who have said something useful so far, in order (``a>b``; ``-`` before anyone)."""
+    return ">".join(transcript.speakers()) or "-"
+
+
 class BanditOrganiser:
     """Learns whom to ask for which kind of task (module docstring); call it as a Monarchy's chooser."""
 
     def __init__(self, names: Iterable[str], context: Callable[[str], str] = lambda task: "any",
-                 c: float = 0.5, explore: bool = True):
+                 c: float = 0.5, explore: bool = True, stage: Optional[Callable[[Transcript], str]] = None,
+                 stop: bool = False):
         self.names = list(names)
-        self.context, self.c, self.explore = context, float(c), explore
+        self.arms = self.names + ([STOP] if stop else [])
+        self.context, self.c, self.explore, self.stage = context, float(c), explore, stage
         self.count: Dict[tuple, int] = {}
         self.mean: Dict[tuple, float] = {}
 
-    def scores(self, task: str) -> Dict[str, float]:
+    def key(self, task: str, transcript: Optional[Transcript] = None) -> str:
+        """The context of a choice: the task's kind, and the talk's stage when ``stage`` is set."""
         ctx = self.context(task)
-        total = sum(self.count.get((ctx, n), 0) for n in self.names)
+        if self.stage is not None:
+            ctx = f"{ctx}|{self.stage(transcript) if transcript is not None else '-'}"
+        return ctx
+
+    def scores(self, task: str, transcript: Optional[Transcript] = None) -> Dict[str, float]:
+        ctx = self.key(task, transcript)
+        total = sum(self.count.get((ctx, n), 0) for n in self.arms)
         out = {}
-        for n in self.names:
+        for n in self.arms:
             k = self.count.get((ctx, n), 0)
             if self.explore:
                 out[n] = math.inf if k == 0 else self.mean[(ctx, n)] + self.c * math.sqrt(math.log(total) / k)
@@ -102,23 +125,31 @@ class BanditOrganiser:
                 out[n] = self.mean.get((ctx, n), 0.0)
         return out
 
-    def choose(self, task: str, exclude: Sequence[str] = ()) -> Optional[str]:
-        scores = {n: s for n, s in self.scores(task).items() if n not in exclude}
-        return max(scores, key=lambda n: (scores[n], -self.names.index(n))) if scores else None
+    def choose(self, task: str, exclude: Sequence[str] = (), transcript: Optional[Transcript] = None) -> Optional[str]:
+        scores = {n: s for n, s in self.scores(task, transcript).items() if n not in exclude}
+        return max(scores, key=lambda n: (scores[n], -self.arms.index(n))) if scores else None
 
     def __call__(self, task: str, members, transcript: Transcript) -> Optional[str]:
-        """A Monarchy's chooser: the best member not asked yet in this mindstorm (None: final, all asked)."""
+        """A Monarchy's chooser: the best arm not used yet in this mindstorm (None: final, all asked)."""
         asked = [e.to for e in transcript.entries if e.intent == "choose" and e.to]
-        return self.choose(task, exclude=asked)
+        arm = self.choose(task, exclude=asked, transcript=transcript)
+        if arm is not None:
+            transcript.meta.setdefault("bandit", []).append([self.key(task, transcript), arm])
+        return None if arm in (None, STOP) else arm
 
-    def update(self, task: str, credits: Dict[str, float], asked: Sequence[str]) -> None:
-        """Each member in ``asked`` gets its credit (0 if none) as the reward of having been asked."""
-        ctx = self.context(task)
-        for n in asked:
+    def update(self, task: str, credits: Dict[str, float], asked: Sequence[str] = (),
+               picks: Optional[Sequence[Sequence[str]]] = None, reward: float = 0.0, shares: int = 1) -> None:
+        """Each member in ``asked`` gets its credit (0 if none) as the reward of having been asked, in the
+        task's context; or, with ``picks`` (``transcript.meta["bandit"]``), each recorded (context, arm) does
+        (the ``FINAL`` arm: ``reward / shares``, ``shares`` being the number of speakers)."""
+        if picks is None:
+            picks = [(self.key(task), n) for n in asked]
+        for ctx, n in picks:
             key = (ctx, n)
             k = self.count.get(key, 0) + 1
             self.count[key] = k
-            self.mean[key] = self.mean.get(key, 0.0) + (credits.get(n, 0.0) - self.mean.get(key, 0.0)) / k
+            gain = reward / max(1, shares) if n == STOP else credits.get(n, 0.0)
+            self.mean[key] = self.mean.get(key, 0.0) + (gain - self.mean.get(key, 0.0)) / k
 
     def table(self) -> Dict[str, Dict[str, float]]:
         """{context: {member: mean credit}} of what was learned."""
@@ -126,6 +157,12 @@ class BanditOrganiser:
         for (ctx, n), m in sorted(self.mean.items()):
             out.setdefault(ctx, {})[n] = round(m, 4)
         return out
+
+    def policy(self) -> Dict[str, str]:
+        """{context: the arm a greedy organiser picks there} over the contexts seen."""
+        contexts = sorted({ctx for ctx, _ in self.mean})
+        return {ctx: max(self.arms, key=lambda n: (self.mean.get((ctx, n), 0.0), -self.arms.index(n)))
+                for ctx in contexts}
 
 
 @dataclass
@@ -139,6 +176,10 @@ class SocietyTask:
     def reward(self, answer: Optional[str]) -> float:
         return 1.0 if answer is not None and _holds(answer, self.truth) else 0.0
 
+    def context(self):
+        """What must hold while a society works on the task (a task with images shows them): a context manager."""
+        return contextlib.nullcontext()
+
 
 def run_economy(tasks: Sequence[SocietyTask], members: Sequence, leader, organiser: BanditOrganiser,
                 budget: Budget = Budget(rounds=1), credit: str = "agreement", learn: bool = True) -> List[Transcript]:
@@ -150,11 +191,13 @@ def run_economy(tasks: Sequence[SocietyTask], members: Sequence, leader, organis
     monarchy = Monarchy(leader, chooser=organiser)
     out = []
     for task in tasks:
-        t = monarchy.run(task.prompt, members, budget)
+        with task.context():
+            t = monarchy.run(task.prompt, members, budget)
         reward = task.reward(t.answer)
         credits = CREDIT_RULES[credit](t, reward)
         if learn:
-            organiser.update(task.prompt, credits, [e.to for e in t.entries if e.intent == "choose" and e.to])
+            organiser.update(task.prompt, credits, picks=t.meta.get("bandit", []), reward=reward,
+                             shares=len(t.speakers()))
         t.meta.update(kind=task.kind, truth=task.truth, reward=reward, credits=credits)
         out.append(t)
     return out

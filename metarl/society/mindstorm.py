@@ -12,10 +12,16 @@ Organisers (``ORGANISERS``; each ``run(task, members, budget) -> Transcript``):
   the earlier rounds, not this round's proposals), then every member votes for one of the proposals
   (intent ``vote``; a secret ballot: it sees the proposals, not the other votes; it replies a proposal's number or its proposer's name; anything
   else abstains; tools always abstain). Equal proposals (case, spaces and a final full stop ignored) are
-  one candidate. Winner: most votes; a tie goes to the candidate with more proposers, then to the one proposed
-  first in roster order. A strict majority of the votes cast, or a single candidate (consensus), ends the
-  talk; otherwise the next round begins,
-  with the earlier proposals and votes in everyone's view. The answer is the last round's winner.
+  one candidate. Winner: most votes. A tie among the most-voted candidates is broken, in this order, by
+  (1) *the voice of the abstainers*: more proposers who declared abstention (replied ``abstain``) in this
+  ballot (a tool cannot vote, so its proposal is its only say; a member that votes already spoke through its
+  vote; an abstention is never counted as a vote, and a reply that names no candidate is a spoiled ballot:
+  neither a vote nor an abstention), (2) more proposers, (3) the declared rule ``tie_break``:
+  ``roster`` (the candidate proposed first in roster order), ``random`` (a seeded draw: ``seed``, the round)
+  or ``chair:<member>`` (the candidate that member proposed, else roster order). Each broken tie is recorded
+  in ``Transcript.meta["ties"]`` (round, the tied candidates, the step that decided). A strict majority of
+  the votes cast, or a single candidate (consensus), ends the talk; otherwise the next round begins, with
+  the earlier proposals and votes in everyone's view. The answer is the last round's winner.
 
 Budget: at most ``rounds`` rounds and ``messages`` messages in all (every choice, answer, proposal, vote and
 the final answer counts; the monarchy keeps one for its final answer). ``Transcript.save(run_dir)`` writes
@@ -24,6 +30,7 @@ the final answer counts; the monarchy keeps one for its final answer). ``Transcr
 from __future__ import annotations
 
 import json
+import random
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -246,10 +253,43 @@ class Monarchy:
 _NUMBER = re.compile(r"\b(\d+)\b")
 
 
+TIE_BREAKS = ("roster", "random", "chair:<member>")
+
+
 class Democracy:
-    """Every member proposes, every member votes; ties by proposers, then roster order (module docstring)."""
+    """Every member proposes, every member votes; ties by the abstainers' proposals, then proposers, then
+    ``tie_break`` (module docstring)."""
 
     kind = "democracy"
+
+    def __init__(self, tie_break: str = "roster", seed: int = 0, abstainers: bool = True):
+        if tie_break not in ("roster", "random") and not (tie_break.startswith("chair:") and tie_break[6:]):
+            raise ConfigError(f"tie_break={tie_break!r} is not valid; choose one of: {', '.join(TIE_BREAKS)}")
+        self.tie_break, self.seed = tie_break, int(seed)
+        self.abstainers = abstainers  # False: skip step (1) of the tie rule (the rule before it, for comparison)
+
+    def winner(self, candidates: Sequence[Tuple[str, List[str]]], votes: Sequence[int], abstained: Sequence[str],
+               names: Sequence[str], round_: int) -> Tuple[int, Optional[str]]:
+        """(index of the winning candidate, the step that broke a tie or None): most votes, then the abstainers'
+        proposals, then proposers, then ``tie_break``."""
+        best = max(votes)
+        tied = [i for i, v in enumerate(votes) if v == best]
+        if len(tied) == 1:
+            return tied[0], None
+        steps = [("abstainers", lambda i: sum(p in abstained for p in candidates[i][1]))] if self.abstainers else []
+        for step, key in steps + [("proposers", lambda i: len(candidates[i][1]))]:
+            top = max(key(i) for i in tied)
+            tied = [i for i in tied if key(i) == top]
+            if len(tied) == 1:
+                return tied[0], step
+        first = lambda i: names.index(candidates[i][1][0])  # noqa: E731 (roster position of its first proposer)
+        if self.tie_break == "random":
+            return random.Random(f"{self.seed}/{round_}").choice(sorted(tied, key=first)), "random"
+        if self.tie_break.startswith("chair:"):
+            chair = [i for i in tied if self.tie_break[6:] in candidates[i][1]]
+            if chair:
+                return chair[0], "chair"
+        return min(tied, key=first), "roster"
 
     def run(self, task: str, members: Sequence, budget: Budget = Budget()) -> Transcript:
         members = _check_members(members)
@@ -286,6 +326,7 @@ class Democracy:
             listing = "\n".join(f"{i}. {text} (proposed by {', '.join(by)})"
                                 for i, (text, by) in enumerate(candidates, 1))
             votes = [0] * len(candidates)
+            abstained = []  # members who replied "abstain" (a reply naming no candidate is a spoiled ballot)
             before = list(t.entries)  # a secret ballot: each voter sees the proposals, not the other votes
             for m in members:
                 if t.messages >= budget.messages:
@@ -297,9 +338,13 @@ class Democracy:
                 t.entries.append(Entry(r, m.name, "vote", said, to=None if choice is None else candidates[choice][0]))
                 if choice is not None:
                     votes[choice] += 1
-            order = sorted(range(len(candidates)),
-                           key=lambda i: (-votes[i], -len(candidates[i][1]), names.index(candidates[i][1][0])))
-            winner = order[0]
+                elif normalise(said) == ABSTAIN:  # a declared abstention, not a spoiled ballot
+                    abstained.append(m.name)
+            winner, broken = self.winner(candidates, votes, abstained, names, r)
+            if broken:
+                t.meta.setdefault("ties", []).append(
+                    {"round": r, "tied": [c[0] for c, v in zip(candidates, votes) if v == max(votes)],
+                     "decided_by": broken})
             t.answer = candidates[winner][0]
             t.tallies.append({text: votes[i] for i, (text, _) in enumerate(candidates)})
             if len(candidates) == 1:

@@ -115,6 +115,51 @@ def test_moe_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_sorted_experts_backward_equals_autograd_of_the_reference(bias, dropout):
+    """The hand-written backward of the loop impl against autograd through the sum written like the maths,
+    with odd sizes, an expert that no token picks, and the same hidden-dropout draw on both sides."""
+    torch.manual_seed(11)
+    m = randomise(SigmaMoE(5, 28, num_experts=7, expert_size=4, top_k=3, bias=bias, dropout=dropout, impl="loop"))
+    x = torch.randn(3, 13, 5, dtype=torch.float64).abs()  # positive inputs...
+    with torch.no_grad():  # ...and negative selection weights: expert 6 is never chosen, its gradients are 0
+        m.w_sel[6] = -50.0
+    grad_out = torch.randn(3, 13, 5, dtype=torch.float64)
+
+    def gradients(run):
+        xr = x.clone().requires_grad_()
+        m.zero_grad()
+        (run(xr) * grad_out).sum().backward()
+        return [xr.grad] + [p.grad.clone() for p in m.parameters()]
+
+    torch.manual_seed(12)
+    fast = gradients(m)
+
+    def reference(xr):  # the same routing, gates and dropout mask, everything in autograd
+        flat = xr.reshape(-1, 5)
+        _, gates, experts = m.route(flat)
+        torch.manual_seed(12)
+        m.route(flat)  # the loop impl draws its hidden mask after the routing
+        keep = None
+        if dropout:
+            keep = (torch.rand(flat.shape[0] * 3, 4) >= dropout).double() / (1 - dropout)
+        order = torch.argsort(experts.reshape(-1), stable=True)
+        y = torch.zeros_like(flat)
+        for slot_sorted, slot in enumerate(order.tolist()):
+            n, e = slot // 3, experts.reshape(-1)[slot]
+            h = flat[n] @ m.w1[e] + (m.b1[e] if bias else 0)
+            h = torch.relu(h) * (keep[slot_sorted] if keep is not None else 1)
+            y = y.index_add(0, torch.tensor([n]), (gates.reshape(-1)[slot] * (h @ m.w2[e]))[None])
+        return (y + (m.b2 if bias else 0)).reshape(xr.shape)
+
+    slow = gradients(reference)
+    names = ["x"] + [name for name, _ in m.named_parameters()]
+    for name, a, b in zip(names, slow, fast):
+        assert_close(f"d loss / d {name}", a, b, rtol=1e-10)
+    assert m.w1.grad[6].abs().max() == 0 and m.w2.grad[6].abs().max() == 0
+
+
 def test_moe_aux_loss_is_the_negative_entropy_of_the_mean_selection():
     torch.manual_seed(5)
     m = randomise(SigmaMoE(6, 40, num_experts=5, top_k=2, entropy_reg=0.01))

@@ -55,8 +55,11 @@ def test_pipeline_schedule_is_reproducible_from_the_seed(tmp_path):
     common = ["env=procgen", "env.games=[starpilot]", "env.num_levels=3", "agent=srwm", *SMALL,
               "runner.envs_per_actor=4", "impala.batch_size=8", "runner.num_actors=2", "impala.unroll_length=16",
               "impala.total_frames=1536", "impala.eval_episodes=0", "runner.schedule=pipeline"]
-    runs = [run(config(*common), tmp_path / name) for name in ("a", "b")]
+    periodic = ["impala.eval_every_frames=512", "impala.eval_interval_episodes=1", "impala.eval_envs=2"]
+    runs = [run(config(*common), tmp_path / "a"),  # b also evaluates during training: that changes nothing
+            run(config(*common, *periodic), tmp_path / "b")]
     assert runs[0]["updates"] == runs[1]["updates"] == 12
+    assert [r["step"] for r in read_metrics(tmp_path / "b") if "eval/train_levels/return" in r] == [512, 1024, 1536]
     weights = [torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"] for name in ("a", "b")]
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), f"{key} differs between two runs of one seed"
@@ -66,6 +69,35 @@ def test_pipeline_schedule_is_reproducible_from_the_seed(tmp_path):
     lockstep = run(config(*common[:-1], "runner.schedule=lockstep"), tmp_path / "c")  # lag 0: another run
     other = torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)["model"]
     assert lockstep["updates"] == 12 and any(not torch.equal(weights[0][k], other[k]) for k in other)
+
+
+def test_periodic_evaluation_keeps_the_best_model_of_each_selection_metric(tmp_path):
+    """impala.eval_every_frames: eval/<split>_levels/return during training, best-<set>-<metric>.pt per
+    selection metric, tested on the unseen levels at the end; selection.json read back by the report."""
+    from metarl.engine.selection import read_run, selection_table
+
+    result = run(config("env=procgen", "env.games=[starpilot]", "env.num_levels=3", "agent=srwm", *SMALL,
+                        "runner.envs_per_actor=4", "impala.batch_size=4", "impala.unroll_length=16",
+                        "impala.total_frames=768", "runner.schedule=lockstep", "impala.eval_every_frames=256",
+                        "impala.eval_interval_episodes=2", "impala.eval_envs=2", "impala.eval_episodes=2",
+                        "impala.selection=[train_levels/return,test_levels/return/starpilot]"), tmp_path)
+    rows = [r for r in read_metrics(tmp_path) if "eval/train_levels/return" in r]
+    assert [r["step"] for r in rows] == [256, 512, 768]
+    assert all({"eval/test_levels/return", "eval/train_levels/return/starpilot"} <= set(r) for r in rows)
+    for metric, key in (("train_levels/return", "eval/train_levels/return"),
+                        ("test_levels/return/starpilot", "eval/test_levels/return/starpilot")):
+        best_row = max(rows, key=lambda r: r[key])  # the first of equal values is kept
+        payload = torch.load(tmp_path / f"best-{metric.replace('/', '-')}.pt", weights_only=True)
+        assert payload["counters"]["frames"] == result["selected"][metric]["step"] == best_row["step"]
+        assert result["selected"][metric]["value"] == best_row[key]
+    record = read_run(tmp_path)
+    assert record.kind == "rl" and [c.step for c in record.checkpoints] == [256, 512, 768]
+    assert set(record.selected) == {"train_levels/return", "test_levels/return/starpilot", "last"}
+    assert set(record.selected["train_levels/return"].test) == {"test_levels/trained_return/starpilot"}
+    assert selection_table([record])["rows"] == ["train_levels/return", "test_levels/return/starpilot", "last"]
+    with pytest.raises(Exception, match="impala.selection"):
+        run(config("env=cartpole", "impala.eval_every_frames=100", "impala.selection=[test_levels/return]"),
+            tmp_path / "bad")
 
 
 def test_resume_continues_counters_and_optimiser(tmp_path):

@@ -73,3 +73,14 @@ class ChatServer:
 def chat_server():
     with ChatServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def glyph_checkpoint(tmp_path_factory):
+    """A real Conv-4 glyph classifier, trained once per session on the engine loop (40 updates, a few seconds)."""
+    import torch
+
+    from metarl.society.describer import train_glyph_classifier
+
+    torch.set_num_threads(1)
+    return train_glyph_classifier(tmp_path_factory.mktemp("describer"), steps=40, seed=0)

@@ -20,6 +20,9 @@ def test_demo_offline_and_with_a_local_endpoint(tmp_path, chat_server, capsys):
     assert demo.main(["--run-dir", str(tmp_path / "a"), "--economy-tasks", "20"]) == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert [r["correct"] for r in summary["mindstorms"] if r["organiser"] == "monarchy"] == [1, 1, 1]
+    # the tools abstain and the guesser's ballots name no proposal: the ties go to the tools' answers; the third
+    # task needs two facts and a democracy elects one proposal
+    assert [r["correct"] for r in summary["mindstorms"] if r["organiser"] == "democracy"] == [1, 1, 0]
     assert summary["economy"]["test_accuracy"] == 1.0
     assert (tmp_path / "a" / "task0-democracy" / "transcript.md").is_file()
     chat_server.answer = lambda messages: "1" if "Proposals" in messages[-1]["content"] else "Nairobi"

@@ -83,3 +83,21 @@ def test_organiser_learns_whom_to_ask():
     baseline = run_economy(tasks(30, seed=2), members, leader, fixed, Budget(rounds=1), learn=False)
     assert sum(t.meta["reward"] for t in baseline) / len(baseline) < 0.3  # always the guesser
     assert test[0].meta["credits"][test[0].entries[1].speaker] == 1.0
+
+
+def test_organiser_with_stages_and_a_stop_arm_learns_to_stop():
+    # one useful answer suffices: the bandit learns to ask the right member, then to stop (saving messages)
+    from metarl.society.economy import talk_stage
+    from metarl.society.glyph_task import echo_leader as last_useful  # the last answer that is not "I don't know."
+
+    members, leader = society(), last_useful()
+    organiser = BanditOrganiser([m.name for m in members], context=kind, c=0.5, stage=talk_stage, stop=True)
+    run_economy(tasks(120, seed=1), members, leader, organiser, Budget(rounds=3), credit="agreement")
+    policy = organiser.policy()
+    assert policy["arithmetic|-"] == "calculator" and policy["capital|-"] == "atlas"
+    assert policy["arithmetic|calculator"] == "FINAL" and policy["capital|atlas"] == "FINAL"
+    organiser.explore = False
+    test = run_economy(tasks(20, seed=2), members, leader, organiser, Budget(rounds=3), learn=False)
+    assert all(t.meta["reward"] == 1.0 for t in test)
+    assert all(t.messages == 4 for t in test)  # choose, answer, choose FINAL, final
+    assert test[0].meta["bandit"][-1][1] == "FINAL"

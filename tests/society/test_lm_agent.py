@@ -70,3 +70,13 @@ def test_lm_agent_errors(checkpoint, tmp_path):
     (lone / "checkpoint.pt").write_bytes(checkpoint.read_bytes())
     with pytest.raises(MissingPathError, match="tokenizer.json"):
         load_language_model(lone / "checkpoint.pt")
+
+
+def test_lm_agent_as_a_distractor_of_the_glyph_society(checkpoint, glyph_checkpoint, tmp_path):
+    from metarl.train import compose_config, run
+
+    cfg = compose_config("env=society/glyph_sum", f"env.describer={glyph_checkpoint}", f"env.lm_checkpoint={checkpoint}",
+                         "env.organisers=[alone,democracy]", "env.test_tasks=6", "progress=false")
+    metrics = run(cfg, tmp_path)
+    assert metrics["members"][-1] == "lm" and "lm_alone" in metrics["results"]
+    assert metrics["test/lm_alone/accuracy"] <= 0.5 and metrics["test/democracy/accuracy"] >= 0.5

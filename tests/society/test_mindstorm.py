@@ -119,3 +119,46 @@ def test_bad_inputs():
         Budget(rounds=0)
     with pytest.raises(MissingPathError):
         Transcript.load("/nonexistent/transcript.json")
+
+
+def test_democracy_tie_goes_to_the_abstainers_proposal_then_the_declared_rule():
+    # the tool abstains; "g" votes for its own guess, "s" for the tool's answer: 1 : 1, and the tool's wins
+    tool = Calculator()
+    guess, scribe = voter("g", "5"), voter("s", "I don't know.", vote="42")
+    for seats in ([guess, scribe, tool], [tool, scribe, guess]):
+        t = Democracy().run("What is 6 * 7?", seats, Budget(rounds=1))
+        assert t.tallies == [{"5": 1, "42": 1}] or t.tallies == [{"42": 1, "5": 1}]
+        assert t.answer == "42" and t.meta["ties"] == [{"round": 1, "tied": t.meta["ties"][0]["tied"],
+                                                       "decided_by": "abstainers"}]
+    # the old rule (no abstainers' step) gives it to whoever sits first
+    t = Democracy(abstainers=False).run("What is 6 * 7?", [guess, scribe, tool], Budget(rounds=1))
+    assert t.answer == "5" and t.meta["ties"][0]["decided_by"] == "roster"
+    # equal on votes, abstainers and proposers: the declared rule
+    two = lambda: [voter("b", "q"), voter("a", "p")]  # noqa: E731
+    assert Democracy(tie_break="chair:a").run("?", two(), Budget(rounds=1)).answer == "p"
+    assert Democracy(tie_break="chair:z").run("?", two(), Budget(rounds=1)).answer == "q"  # no such proposal: roster
+    drawn = {Democracy(tie_break="random", seed=s).run("?", two(), Budget(rounds=1)).answer for s in range(8)}
+    assert drawn == {"p", "q"}  # seeded draws, both sides
+    again = [Democracy(tie_break="random", seed=3).run("?", two(), Budget(rounds=1)).answer for _ in range(2)]
+    assert again[0] == again[1]
+    with pytest.raises(ConfigError, match="tie_break"):
+        Democracy(tie_break="loudest")
+
+
+def test_calculator_reads_the_talk_when_asked_nothing():
+    from metarl.society import Message
+
+    calc = Calculator(read_talk=True)
+    talk = [Message("user", "What is the sum?", name="task", intent="task"), Message("user", "3 + 5", name="scribe"),
+            Message("user", "It is 7.", name="guesser"), Message("user", "Propose.", name="organiser", intent="propose")]
+    assert calc.respond(talk).content == "8"
+    assert Calculator().respond(talk).content == "I don't know."  # without read_talk: the request only
+    assert calc.respond(talk[:-1] + [Message("user", "2 * 4", name="organiser")]).content == "8"
+
+
+def test_a_spoiled_ballot_is_not_an_abstention():
+    # "g" replies something that names no proposal (spoiled), the tool declares "abstain": 0 : 0, the tool's wins
+    spoiler = CallableAgent("g", lambda conv: "Paris" if last_request(conv).intent == "vote" else "400")
+    for seats in ([spoiler, Calculator()], [Calculator(), spoiler]):
+        t = Democracy().run("What is 17 * 23?", seats, Budget(rounds=1))
+        assert t.answer == "391" and t.meta["ties"][0]["decided_by"] == "abstainers"

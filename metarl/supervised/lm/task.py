@@ -41,8 +41,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ... import cores
-from ...engine import StepOutput, Task, TaskConfig, register_task, register_trainer
-from ...engine import train as engine_train
+from ...engine import StepOutput, Task, TaskConfig, register_task
 from ...errors import ConfigError, check_choice
 from .data import CORPORA, DEFAULT_TOKENIZER, read_corpus
 from .streams import LMBatch, Streams
@@ -54,7 +53,7 @@ class LMConfig(TaskConfig):
     """``env=lm``: next-token prediction on a corpus read as contiguous streams."""
 
     name: str = "lm"  # run name
-    kind: str = "lm"  # trainer: the engine loop, plus the run-folder files of the LM task
+    kind: str = "supervised"  # trainer: the engine loop (runner=local or ray); Task.prepare writes the LM files
     family: str = "lm"  # registered task (metarl.engine.registry.TASKS)
     corpus: str = "default"  # default (Python's own sources and docs) | enwik8 | text8 | wikitext103 | wikitext2
     root: Optional[str] = None  # folder with the corpus files (not needed for the default corpus)
@@ -236,8 +235,8 @@ class LanguageModelling(Task):
                 "tokens": {s: int(t.numel()) for s, t in self.tokens.items()},
                 "segments_per_epoch": self.segments_per_epoch}
 
-    def write_run_files(self, run_dir: Path) -> None:
-        """``data.json`` (the corpus manifest) and ``tokenizer.json`` in the run folder."""
+    def prepare(self, run_dir: Path) -> None:
+        """``data.json`` (the corpus manifest) and ``tokenizer.json`` in the run folder (the engine calls it)."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "data.json").write_text(json.dumps(self.manifest(), indent=1))
@@ -246,10 +245,3 @@ class LanguageModelling(Task):
 
 register_task("lm", LMConfig)(LanguageModelling)
 
-
-@register_trainer("lm")
-def train_language_model(cfg: DictConfig, run_dir: Path) -> dict:
-    """The engine loop on the LM task, after writing the corpus manifest and the tokeniser to the run folder."""
-    task = LanguageModelling(cfg)
-    task.write_run_files(run_dir)
-    return engine_train(task, cfg, run_dir)
