@@ -1,7 +1,8 @@
 """Entry point: ``python -m metarl.train env=<task> agent=<core> [optim=<optimiser>] [key=value ...]`` (Hydra).
 
 ``env.kind`` picks the trainer from a registry (``metarl.engine.registry.TRAINERS``): ``rl`` (IMPALA, any
-runner) or the engine loop (``supervised``, ``fewshot``: the task from ``env.family``). Errors a user can
+runner), the engine loop (``supervised``, ``fewshot``: the task from ``env.family``, ``runner=local`` or
+``ray``) or a society of agents (``society``). Errors a user can
 cause (``metarl.errors.UserError``: a bad value, a missing path, an unknown name, a corrupt checkpoint)
 print one message and exit with status 2; ``HYDRA_FULL_ERROR=1`` shows the traceback.
 """

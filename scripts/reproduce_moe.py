@@ -19,7 +19,9 @@ memory of 128 steps). Feed-forwards at equal parameters (``metarl.layers.feedfor
 - ablations: ``moe_softmax`` (softmax over all experts before the top-K instead of the sigmoid), ``moe_noreg``
   (no entropy regulariser);
 - beyond the paper: ``delta_dense``, ``delta_moe``, ``srwm_dense``, ``srwm_moe`` (the same feed-forwards in
-  DeltaNet and SRWM cores).
+  DeltaNet and SRWM cores). The SRWM variants restart their state every 8 segments (``env.reset_every=8``,
+  1024 bytes; also in evaluation): carried through whole epochs, as the others are, the self-modified weights
+  grow without bound and the dense SRWM diverged (NaN at update 243 at lr 2e-3, 213 at lr 1e-3).
 
 Reported per variant: parameters (all, and the feed-forwards'), feed-forward FLOPs per token (forward,
 2 x multiply-adds, top-k and sorting not counted), training tokens/s (this machine, ``--threads``), the best
@@ -154,6 +156,9 @@ def run_variant(name: str, steps: int, threads: int, work: Path, lr: float = 2e-
             "lr": lr / 2, "diverged": diverged[0], "diverged_again": diverged[1]}
 
 
+SRWM_RESET_EVERY = 8  # segments: the SRWM's weights restart every 1024 bytes (see the module docstring)
+
+
 def make_task(name: str, steps: int, threads: int, lr: float) -> Variant:
     """The LM task of one variant (its config: the module docstring)."""
     core, ff, options, selection = VARIANTS[name]
@@ -165,7 +170,7 @@ def make_task(name: str, steps: int, threads: int, lr: float) -> Variant:
     if core == "transformer":
         overrides.append("agent.options.positional=relative")
     if core == "srwm":
-        overrides.append("agent.options.d_head=32")
+        overrides += ["agent.options.d_head=32", f"env.reset_every={SRWM_RESET_EVERY}"]
     overrides += [f"+agent.ff_options.{k}={v}" for k, v in options.items()]
     task = Variant(compose_config(*overrides))
     task.selection_function = selection
@@ -214,6 +219,12 @@ def write_results(rows: list, out: Path, settings: dict) -> None:
                      f"{r['valid_bpc']:.3f} | {r['test_bpc']:.3f} | {dead} |")
     lines += ["", "Measured on this machine; bpc over the whole validation split (the best of the evaluations) and "
               "the test split (that model). Dead experts: per layer, experts no validation token selects."]
+    if any(r["core"] == "srwm" for r in rows):
+        lines += ["", f"The SRWM rows restart the state every {SRWM_RESET_EVERY} segments ({SRWM_RESET_EVERY * 128} bytes, "
+                  "`env.reset_every`, in training and evaluation); the other cores carry theirs through the epoch. "
+                  "Carried through the epoch, the SRWM's self-modified weights grow without bound (the largest entry "
+                  "of an untrained model's state rises from 1 to 17 over 55 segments) and the dense SRWM diverged: "
+                  "NaN at update 243 (lr 2e-3) and 213 (lr 1e-3)."]
     moe = next((r for r in rows if r["variant"] == "moe"), None)
     if dense and moe:
         diff = moe["valid_bpc"] - dense["valid_bpc"]

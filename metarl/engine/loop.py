@@ -104,6 +104,11 @@ class Task:
         """Called once before training, on the main worker only: write the task's own files (a data
         manifest, a tokeniser) to ``run_dir``. Default: nothing."""
 
+    def pictures(self, run_dir: Path) -> List[Path]:
+        """Called once at the end, on the main worker only, with the tested model in place: draw the task's
+        PNGs (reconstructions, samples) into ``run_dir`` and return their paths. Default: none."""
+        return []
+
 
 def move_to(batch: Any, device) -> Any:
     """A batch (tensor, object with ``.to``, dataclass, dict, list or tuple of those) on ``device``."""
@@ -262,6 +267,8 @@ def train(task: Task, cfg: DictConfig, run_dir: Path, parallel: Optional[SingleP
     curves = plot_curves(run_dir, ["losses/total"] + [f"eval/{s}/" for s in task.eval_sets])
     if curves is not None:
         print(f"[metarl] curves: {curves}")
+    for path in task.pictures(run_dir):
+        print(f"[metarl] picture: {path}")
     return final
 
 

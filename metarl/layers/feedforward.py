@@ -277,8 +277,8 @@ class SortedExperts(torch.autograd.Function):
     ``y_n = Σ_k gates[n, k] · relu(x_n W1_e + b1_e) W2_e``, e = experts[n, k].
 
     The N·K (token, slot) pairs are sorted by expert once. Each expert gathers its tokens, runs one
-    matmul pair and adds its gated rows back into the tokens (``index_add_``); only the hidden units
-    [N·K, G] are kept for the backward, which gathers the tokens again per expert. The gate scales the
+    matmul pair and adds its gated rows back into the tokens (``index_add_``); the gathered tokens and the
+    hidden units [N·K, G] are kept for the backward (N·K·(D + 2G) floats). The gate scales the
     hidden units (G wide), not the outputs (D wide). Per-expert temporaries ([n_e, D]) are what the
     allocator reuses, where [N·K, D] buffers are fresh memory at every call. Autograd through the same
     steps (index_select, cat, index_copy, per-expert views, the gate on [N·K, D]) spent more time moving
@@ -298,8 +298,10 @@ class SortedExperts(torch.autograd.Function):
                   enumerate(zip(_starts(counts), counts)) if count]
         hidden, gated = x.new_empty(n * k, g), x.new_empty(n * k, g)
         y = x.new_zeros(n, x.shape[1])
+        x_pieces = []  # each expert's tokens [n_e, D], kept for the weight gradient
         for e, rows in pieces:  # one expert at a time: its [n_e, G] pieces stay in cache
             x_e, h_e = x.index_select(0, token[rows]), hidden[rows]
+            x_pieces.append(x_e)
             if b1 is None:
                 torch.mm(x_e, w1[e], out=h_e)
             else:
@@ -309,7 +311,7 @@ class SortedExperts(torch.autograd.Function):
                 h_e.mul_(hidden_keep[rows])
             torch.mul(h_e, gate_sorted[rows], out=gated[rows])
             y.index_add_(0, token[rows], gated[rows] @ w2[e])
-        ctx.pieces = pieces
+        ctx.pieces, ctx.x_pieces = pieces, x_pieces
         ctx.has_bias = b1 is not None
         ctx.gates_shape = gates.shape
         ctx.save_for_backward(x, hidden, gated, gate_sorted, order, token, w1, w2, hidden_keep)
@@ -320,24 +322,29 @@ class SortedExperts(torch.autograd.Function):
         x, hidden, gated, gate_sorted, order, token, w1, w2, hidden_keep = ctx.saved_tensors
         grad_y = grad_y.contiguous()
         grad_x = torch.zeros_like(x)
-        grad_w1, grad_w2 = torch.zeros_like(w1), torch.zeros_like(w2)  # unused experts keep zeros
-        grad_b1 = torch.zeros_like(w1[:, 0]) if ctx.has_bias else None
+        grad_w1, grad_w2 = torch.empty_like(w1), torch.empty_like(w2)
+        grad_b1 = torch.empty_like(w1[:, 0]) if ctx.has_bias else None
+        unused = sorted(set(range(w1.shape[0])) - {e for e, _ in ctx.pieces})
+        for grad in (grad_w1, grad_w2, grad_b1):
+            if grad is not None and unused:
+                grad[unused] = 0.0  # experts no token chose
         grad_gate_sorted = hidden.new_empty(hidden.shape[0])
-        for e, rows in ctx.pieces:
+        for (e, rows), x_e in zip(ctx.pieces, ctx.x_pieces):
             tokens_e = token[rows]
             grad_y_e = grad_y.index_select(0, tokens_e)
             torch.mm(gated[rows].t(), grad_y_e, out=grad_w2[e])
             grad_h = grad_y_e @ w2[e].t()  # the gradient of the gated hidden units [n_e, G]
             torch.sum(grad_h * hidden[rows], dim=1, out=grad_gate_sorted[rows])
             # through the gate, the dropout and the ReLU (hidden > 0 exactly where a unit was active and kept)
-            grad_h.mul_(gate_sorted[rows]).mul_(hidden[rows] > 0)
+            grad_h = torch.ops.aten.threshold_backward(grad_h.mul_(gate_sorted[rows]), hidden[rows], 0.0)
             if hidden_keep is not None:
                 grad_h.mul_(hidden_keep[rows])
-            torch.mm(x.index_select(0, tokens_e).t(), grad_h, out=grad_w1[e])
+            torch.mm(x_e.t(), grad_h, out=grad_w1[e])
             grad_x.index_add_(0, tokens_e, grad_h @ w1[e].t())
             if grad_b1 is not None:
                 torch.sum(grad_h, dim=0, out=grad_b1[e])
         grad_gates = torch.empty_like(grad_gate_sorted).index_copy_(0, order, grad_gate_sorted)
+        ctx.x_pieces = None
         return grad_x, grad_gates.view(ctx.gates_shape), None, grad_w1, grad_w2, grad_b1, None
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -73,6 +73,9 @@ class LMConfig(TaskConfig):
     eval_memory: Optional[int] = None  # transformer: memory during evaluation (default: as trained)
     train_tokens: Optional[int] = None  # use only the first this many training tokens (default: all)
     eval_tokens: Optional[int] = None  # use only the first this many valid and test tokens (default: all)
+    # the carried state starts over every this many segments, in training and evaluation (0: only at epoch start).
+    # The references carry it through whole epochs; an SRWM's fast weights grow without bound over such streams
+    reset_every: int = 0
 
 
 class LanguageModel(nn.Module):
@@ -154,15 +157,36 @@ def metrics_of(nll: float, unit: str) -> Dict[str, float]:
     return {"nll": nll, "perplexity": math.exp(min(nll, 700.0))}
 
 
+def lm_loss(model: nn.Module, batch: LMBatch, state, unit: str) -> StepOutput:
+    """The LM objective of one segment: mean nll over its real targets plus the core's aux losses (σ-MoE), the
+    state carried unless ``batch.first`` (a new epoch, or every ``env.reset_every`` segments). ``unit`` "char"
+    logs ``train/bpc``, else ``train/nll``."""
+    if batch.first:
+        state = None  # every stream starts over
+    total, count, state = segment_nll(model, batch, state)
+    nll = total / count
+    aux = model.core.aux_loss()
+    metrics = {"losses/lm": nll.item(), "losses/aux": float(aux.detach())}
+    if unit == "char":
+        metrics["bpc"] = nll.item() / math.log(2)  # train/bpc
+    else:
+        metrics["nll"] = nll.item()  # train/nll (a perplexity averaged over updates would mean little)
+    return StepOutput(nll + aux, count=batch.inputs.numel(), metrics=metrics, state=state)
+
+
 @torch.no_grad()
 def evaluate_tokens(model: nn.Module, tokens: torch.Tensor, batch_size: int, unroll: int, unit: str,
-                    device="cpu", memory: Optional[int] = None, progress: bool = False, desc: str = "") -> Dict:
+                    device="cpu", memory: Optional[int] = None, progress: bool = False, desc: str = "",
+                    reset_every: int = 0) -> Dict:
     """Metrics of ``model`` on every token of ``tokens`` but the first (``batch_size`` padded streams, segments
-    of ``unroll`` tokens, the state carried across segments; ``memory``: see ``memory_of``)."""
+    of ``unroll`` tokens, the state carried across segments, restarted every ``reset_every`` segments when
+    > 0; ``memory``: see ``memory_of``)."""
     streams = Streams(tokens, batch_size, pad=True)
     total, count, state = torch.zeros((), dtype=torch.float64), 0, None
     with memory_of(model, memory):
         for i in tqdm(range(streams.num_segments(unroll)), disable=not progress, desc=desc, leave=False):
+            if reset_every and i % reset_every == 0:
+                state = None
             nll, n, state = segment_nll(model, streams.segment(i, unroll).to(device), state)
             total, count = total + nll.double().cpu(), count + n
     return metrics_of(float(total) / max(count, 1), unit)
@@ -183,6 +207,8 @@ class LanguageModelling(Task):
         for key in ("batch_size", "unroll", "memory", "eval_batch_size", "eval_every"):
             if env[key] < 1:
                 raise ConfigError(f"env.{key}={env[key]} must be positive")
+        if env.reset_every < 0:
+            raise ConfigError(f"env.reset_every={env.reset_every} must be >= 0 (0: carry the state through the epoch)")
         for key in ("eval_unroll", "eval_memory", "train_tokens", "eval_tokens"):
             if env[key] is not None and env[key] < 1:
                 raise ConfigError(f"env.{key}={env[key]} must be positive (or null: the default)")
@@ -210,25 +236,19 @@ class LanguageModelling(Task):
 
     def train_batch(self, step: int, generator: torch.Generator) -> LMBatch:
         """Segment ``(step - 1) mod E`` of the training streams (the data order is fixed; ``generator`` unused)."""
-        return self.streams.segment((step - 1) % self.segments_per_epoch, self.cfg.env.unroll)
+        index = (step - 1) % self.segments_per_epoch
+        batch = self.streams.segment(index, self.cfg.env.unroll)
+        every = self.cfg.env.reset_every
+        return replace(batch, first=True) if every and index % every == 0 else batch
 
     def loss(self, model: nn.Module, batch: LMBatch, state) -> StepOutput:
-        if batch.first:
-            state = None  # a new epoch: every stream starts over
-        total, count, state = segment_nll(model, batch, state)
-        nll = total / count
-        aux = model.core.aux_loss()
-        metrics = {"losses/lm": nll.item(), "losses/aux": float(aux.detach())}
-        if self.unit == "char":
-            metrics["bpc"] = nll.item() / math.log(2)  # train/bpc
-        else:
-            metrics["nll"] = nll.item()  # train/nll (a perplexity averaged over updates would mean little)
-        return StepOutput(nll + aux, count=batch.inputs.numel(), metrics=metrics, state=state)
+        return lm_loss(model, batch, state, self.unit)
 
     def evaluate(self, model: nn.Module, name: str, progress: bool = False) -> Dict:
         env = self.cfg.env
         return evaluate_tokens(model, self.tokens[name], env.eval_batch_size, env.eval_unroll or env.unroll,
-                               self.unit, self.cfg.device, env.eval_memory, progress, desc=f"eval {name}")
+                               self.unit, self.cfg.device, env.eval_memory, progress, desc=f"eval {name}",
+                               reset_every=env.reset_every)
 
     def manifest(self) -> dict:
         return {**self.corpus.manifest(), "tokenizer": self.tokenizer.name, "vocab_size": self.vocab_size,

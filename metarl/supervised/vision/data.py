@@ -311,6 +311,13 @@ def load_dataset(name: str, root: Optional[str] = None, image_size: Optional[int
     return imagefolder(path, image_size, channels, val_fraction)
 
 
+def evaluation_subset(length: int, n: int) -> torch.Tensor:
+    """Indices of ``min(n, length)`` items spread evenly over a split of ``length`` (the splits are ordered by
+    class or game, so its first n items could all be of the first class)."""
+    n = min(n, length)
+    return torch.arange(n) * length // max(n, 1)
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 [..., C, H, W] -> float in [-0.5, 0.5] (the VQ-VAE input range of the reference)."""
     return images.float().div_(255.0).sub_(0.5)

@@ -22,7 +22,7 @@ from torch import nn
 from ... import cores
 from ...engine import StepOutput, Task, register_task
 from ...errors import ConfigError, check_choice
-from .data import to_float
+from .data import evaluation_subset, to_float
 from .vqvae import VisionDataConfig, dataset_from_env
 
 READOUTS = ("last", "mean")
@@ -130,7 +130,8 @@ class ImageClassification(Task):
 
     def evaluate(self, model: nn.Module, name: str, progress: bool = False) -> Dict:
         split = self.data.split(name)
-        images, labels = split.images[: self.env.eval_images], split.labels[: self.env.eval_images]
+        index = evaluation_subset(len(split), self.env.eval_images)  # every class, not the first ones only
+        images, labels = split.images[index], split.labels[index]
         right, total, loss = 0, 0, 0.0
         for x, y in zip(images.split(256), labels.split(256)):
             x, y = to_float(x).to(self.cfg.device), y.to(self.cfg.device)

@@ -14,10 +14,10 @@ pytorch-vq-vae): its sizes (hidden 128, residual hidden 32, 2 residual layers, 5
 commitment 0.25, decay 0.99) are the ``env=vqvae/cifar10`` preset; the schema's defaults are CPU-small.
 
 Metrics: ``train/reconstruction``, ``train/perplexity``; ``eval/val/{reconstruction, perplexity,
-dead_codes, topography}`` over ``env.eval_images`` validation images (perplexity and dead codes of the code
-histogram over the whole set; topography over the codes that set uses, NaN when fewer than two grid neighbours
-are among them), the same as ``test/test/...`` at the end on the model with the best
-validation reconstruction. The run folder gets ``reconstructions.png`` (inputs above their reconstructions),
+dead_codes, topography}`` over ``env.eval_images`` validation images spread evenly over the split (perplexity
+and dead codes of the code histogram over the whole set; topography over the codes that set uses, NaN when
+fewer than two grid neighbours are among them), the same as ``test/test/...`` at the end on the model with the
+best validation reconstruction. The run folder gets ``reconstructions.png`` (inputs above their reconstructions),
 ``codebook.png`` (the codebook projected on its first two principal components, grid neighbours joined) and
 ``codes.png`` (each code decoded as a constant latent map, laid out on its grid).
 """
@@ -35,18 +35,17 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from ...engine import StepOutput, Task, TaskConfig, loop, register_task, register_trainer
-from ...engine.registry import TASKS, lookup
+from ...engine import StepOutput, Task, TaskConfig, register_task
 from ...errors import check_choice
 from ...layers.quantizers import NEIGHBOURHOODS, QUANTIZERS, codebook_stats, make_quantizer, topography_score
-from .data import DATASETS, ImageData, load_dataset, to_float
+from .data import DATASETS, ImageData, evaluation_subset, load_dataset, to_float
 
 
 @dataclass
 class VisionDataConfig(TaskConfig):
     """The dataset fields shared by the vision tasks (``metarl.supervised.vision.data``)."""
 
-    kind: str = "vision"  # the vision trainer: the engine loop, then the pictures
+    kind: str = "supervised"  # the engine loop (runner=local or ray); it calls Task.pictures at the end
     dataset: str = "glyphs"  # glyphs | procgen | cifar10 | mnist | fashion_mnist | imagefolder
     root: Optional[str] = None  # the dataset folder (cifar10, mnist, fashion_mnist, imagefolder)
     image_size: Optional[int] = None  # imagefolder: images are resized to this (glyphs: default 28)
@@ -58,7 +57,7 @@ class VisionDataConfig(TaskConfig):
     data_seed: int = 0  # glyphs, procgen: seed of the generated data
     games: List[str] = field(default_factory=lambda: ["coinrun", "starpilot"])  # procgen: the games
     frames: int = 2048  # procgen: frames per split and game
-    eval_images: int = 1024  # images of each evaluation set (the first ones of the split)
+    eval_images: int = 1024  # images of each evaluation set (spread evenly over the split: every class)
 
 
 @dataclass
@@ -218,7 +217,8 @@ class VQVAETask(Task):
         return StepOutput(mse + out.loss, count=len(batch), metrics=metrics)
 
     def evaluate(self, model: nn.Module, name: str, progress: bool = False) -> Dict:
-        images = self.data.split(name).images[: self.env.eval_images]
+        images = self.data.split(name).images
+        images = images[evaluation_subset(len(images), self.env.eval_images)]
         device = self.cfg.device
         squared, pixels = 0.0, 0
         counts = torch.zeros(self.env.num_codes, dtype=torch.long)
@@ -249,7 +249,7 @@ class VQVAETask(Task):
             paths = [save_grid(torch.cat([x, reconstruction.clamp(-0.5, 0.5)]) + 0.5, run_dir / "reconstructions.png",
                                columns=len(x))]
             used = torch.cat([model(to_float(part).to(device))[1].codes.reshape(-1)
-                              for part in test[: self.env.eval_images].split(256)]).unique()
+                              for part in test[evaluation_subset(len(test), self.env.eval_images)].split(256)]).unique()
             paths.append(plot_codebook(model.quantizer, run_dir / "codebook.png", used.cpu()))
             h = max(1, self.data.image_shape[1] // 4)
             grid = model.quantizer.grid_shape
@@ -313,13 +313,3 @@ def plot_codebook(quantizer, path: Path, live: Optional[torch.Tensor] = None) ->
 
 register_task("vqvae", VQVAEConfig)(VQVAETask)
 
-
-@register_trainer("vision")
-def train_vision(cfg: DictConfig, run_dir: Path) -> dict:
-    """A vision task on the engine loop, then its pictures (if it draws any) in the run folder."""
-    task = lookup(TASKS, "env.family", cfg.env.family)(cfg)
-    metrics = loop.train(task, cfg, run_dir)
-    if hasattr(task, "pictures"):
-        for path in task.pictures(Path(run_dir)):
-            print(f"[metarl] picture: {path}")
-    return metrics

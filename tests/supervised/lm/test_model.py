@@ -103,3 +103,22 @@ def test_task_reads_segments_in_order_and_resets_each_epoch():
     assert abs(task.loss(model, batches[0], None).loss.item() - reset.loss.item()) < 1e-12
     assert abs(carried.loss.item() - out.loss.item()) > 1e-9
     assert out.count == 16 and "bpc" in out.metrics and "losses/lm" in out.metrics
+
+
+def test_reset_every_restarts_the_state_in_training_and_evaluation():
+    from metarl.supervised.lm.task import LanguageModelling
+
+    cfg = config("lm", "agent=lstm", "agent.d_model=16", "agent.num_layers=1", "env.batch_size=2", "env.unroll=4",
+                 "env.train_tokens=100", "env.eval_tokens=50", "env.reset_every=3")
+    task = LanguageModelling(cfg)
+    assert [task.train_batch(s, torch.Generator()).first for s in range(1, 8)] == [True, False, False, True,
+                                                                                   False, False, True]
+    model = small_model("lstm", vocab=7).double()
+    text = torch.randint(0, 7, (31,), generator=torch.Generator().manual_seed(5))
+    # every segment from the initial state: the 30 targets of 3 streams in segments of 5 tokens, scored one by one
+    separate = sum(evaluate_tokens(model, text[b * 10 + s * 5: b * 10 + s * 5 + 6], 1, 5, "char")["nll"] * 5
+                   for b in range(3) for s in range(2)) / 30
+    assert abs(evaluate_tokens(model, text, 3, 5, "char", reset_every=1)["nll"] - separate) < 1e-9
+    assert abs(evaluate_tokens(model, text, 3, 5, "char")["nll"] - separate) > 1e-6  # carried: another value
+    with pytest.raises(Exception, match="env.reset_every"):
+        LanguageModelling(config("lm", "agent=lstm", "env.reset_every=-1"))
