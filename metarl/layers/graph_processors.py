@@ -71,14 +71,16 @@ class MPNN(nn.Module):
         mask = torch.ones(B, N, dtype=torch.bool, device=node.device) if mask is None else mask.bool()
         adj = adj.bool() & mask[:, :, None] & mask[:, None, :]
         z = torch.cat([node, hidden], dim=-1)
-        pre = self.m1(z)[:, :, None] + self.m2(z)[:, None, :] + self.me(edge) + self.mg(graph)[:, None, None]
-        messages = self.msg_mlp(torch.relu(pre))  # [B, N(receiver i), N(sender j), D]
-        if self.triplets:
-            self.last_edges = self.triplet_messages(z, edge, graph, mask)
-            messages = messages + self.last_edges
-        has_sender = adj.any(-1, keepdim=True) & self.messages
-        aggregated = messages.masked_fill(~adj[..., None], NEG).max(dim=2).values
-        aggregated = torch.where(has_sender, aggregated, torch.zeros_like(aggregated))
+        if self.messages:
+            pre = self.m1(z)[:, :, None] + self.m2(z)[:, None, :] + self.me(edge) + self.mg(graph)[:, None, None]
+            messages = self.msg_mlp(torch.relu(pre))  # [B, N(receiver i), N(sender j), D]
+            if self.triplets:
+                self.last_edges = self.triplet_messages(z, edge, graph, mask)
+                messages = messages + self.last_edges
+            aggregated = messages.masked_fill(~adj[..., None], NEG).max(dim=2).values
+            aggregated = torch.where(adj.any(-1, keepdim=True), aggregated, torch.zeros_like(aggregated))
+        else:  # no message passing (the baseline): nothing to compute over the pairs
+            aggregated = torch.zeros_like(node)
         out = self.norm(torch.relu(self.o1(z) + self.o2(aggregated)))
         if self.gated:
             gate = torch.sigmoid(self.g3(torch.relu(self.g1(z) + self.g2(aggregated))))

@@ -10,6 +10,9 @@ At each algorithm step t (one processor call per hint frame transition)::
                          the edge features (plus the triplet edge latents, as CLRS) and the graph features
 
 Outputs are read at each trajectory's last step (shorter trajectories in a batch keep their last values).
+:class:`EncodeProcessDecode` is one algorithm's model; :class:`Generalist` (Ibarz et al. 2022) shares one
+processor and memory core between several algorithms, each with its own encoders and decoders
+(:class:`AlgorithmHeads`); both run :func:`unroll`.
 Representations ("soft" form: what the encoders read and the decoders' softmax gives): scalar and mask
 ``[..]``; mask_one ``[B, N]`` over nodes; categorical ``[.., C]``; pointer ``[B, N, N]`` (row i: over the
 node i points to), encoded as an edge feature as CLRS does.
@@ -35,7 +38,8 @@ class GraphBatch:
     """Trajectories of one algorithm, padded to N nodes and T hint frames.
 
     inputs/outputs: {name: [B, ...]}; hints: {name: [B, T, ...]} (after its length, a trajectory repeats its
-    last frame); lengths [B]: hint frames; mask [B, N]: real nodes. Padding: -1 for pointers and
+    last frame); lengths [B]: hint frames; mask [B, N]: real nodes; algorithm: the SPECS name (which
+    encoders and decoders of a generalist read it; "" when not given). Padding: -1 for pointers and
     categoricals, NaN for scalars (no target), 0 otherwise."""
 
     inputs: Dict[str, torch.Tensor]
@@ -43,11 +47,12 @@ class GraphBatch:
     outputs: Dict[str, torch.Tensor]
     lengths: torch.Tensor
     mask: torch.Tensor
+    algorithm: str = ""
 
     def to(self, device) -> "GraphBatch":
         move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
         return GraphBatch(move(self.inputs), move(self.hints), move(self.outputs), self.lengths.to(device),
-                          self.mask.to(device))
+                          self.mask.to(device), self.algorithm)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -63,8 +68,9 @@ def _pad(value: np.ndarray, feature: Feature, n: int, lead: int) -> np.ndarray:
     return np.pad(value, widths, constant_values=fill)
 
 
-def collate(trajectories: List[Trajectory], spec: Dict[str, Feature]) -> GraphBatch:
-    """Stack trajectories (any sizes and lengths) into one padded GraphBatch."""
+def collate(trajectories: List[Trajectory], spec: Dict[str, Feature], algorithm: str = "") -> GraphBatch:
+    """Stack trajectories (any sizes and lengths) of the algorithm ``spec`` describes (named ``algorithm``)
+    into one padded GraphBatch."""
     sizes = [len(t.inputs["pos"]) for t in trajectories]
     n, T = max(sizes), max(t.length for t in trajectories)
 
@@ -82,7 +88,7 @@ def collate(trajectories: List[Trajectory], spec: Dict[str, Feature]) -> GraphBa
     return GraphBatch({k: stack(k, 0) for k in stage(spec, "input")}, {k: stack(k, 1) for k in stage(spec, "hint")},
                       {k: stack(k, 0) for k in stage(spec, "output")},
                       torch.tensor([t.length for t in trajectories]),
-                      torch.arange(n)[None, :] < torch.tensor(sizes)[:, None])
+                      torch.arange(n)[None, :] < torch.tensor(sizes)[:, None], algorithm)
 
 
 def soft_truth(feature: Feature, value: torch.Tensor, n: int) -> torch.Tensor:
@@ -154,7 +160,73 @@ def soft_prediction(feature: Feature, logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1)  # mask_one, pointer: over nodes; categorical: over classes
 
 
-class EncodeProcessDecode(nn.Module):
+class AlgorithmHeads(nn.Module):
+    """The algorithm-specific part of encode-process-decode: a linear encoder per input and hint and a decoder
+    per hint and output of one algorithm's ``spec``, all of width ``d``. hint_mode ``none``: no hint encoders
+    or decoders."""
+
+    def __init__(self, spec: Dict[str, Feature], d: int = 128, hint_mode: str = "teacher_forcing"):
+        super().__init__()
+        self.spec, self.d, self.hint_mode = spec, d, hint_mode
+        self.input_names, self.output_names = list(stage(spec, "input")), list(stage(spec, "output"))
+        self.hint_names = [] if hint_mode == "none" else list(stage(spec, "hint"))
+        self.encoders = nn.ModuleDict({k: Encoder(spec[k], d) for k in self.input_names + self.hint_names})
+        self.decoders = nn.ModuleDict({k: Decoder(spec[k], d) for k in self.output_names + self.hint_names})
+
+    def encode(self, values: Dict[str, torch.Tensor], B: int, N: int, device) -> Tuple[torch.Tensor, ...]:
+        """Sum of the encoders of ``values`` (soft forms) -> node [B, N, d], edge [B, N, N, d], graph [B, d]."""
+        parts = {"node": torch.zeros(B, N, self.d, device=device), "edge": torch.zeros(B, N, N, self.d, device=device),
+                 "graph": torch.zeros(B, self.d, device=device)}
+        for name, soft in values.items():
+            encoder = self.encoders[name]
+            parts[encoder.target] = parts[encoder.target] + encoder(soft)
+        return parts["node"], parts["edge"], parts["graph"]
+
+
+def unroll(heads: AlgorithmHeads, processor: nn.Module, memory: Optional[nn.Module], batch: GraphBatch,
+           full_graph: bool = True, teacher: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """Run ``heads``'s encoders, ``processor`` (and the ``memory`` core) and ``heads``'s decoders over the
+    algorithm steps of ``batch`` (the module docstring). teacher: the next step reads the true hints, else
+    the soft predictions. Returns (output logits {name: [B, ...]}, hint logits {name: [B, T - 1, ...]}:
+    step t + 1 predicted at t)."""
+    spec, d, mask = heads.spec, heads.d, batch.mask
+    B, N = mask.shape
+    device = mask.device
+    T = int(batch.lengths.max())
+    inputs = {k: soft_truth(spec[k], batch.inputs[k], N) for k in heads.input_names}
+    if full_graph:
+        adj = mask[:, :, None] & mask[:, None, :]
+    else:
+        adj = (batch.inputs["adj"] > 0) & mask[:, :, None] & mask[:, None, :]
+    current = {k: soft_truth(spec[k], batch.hints[k][:, 0], N) for k in heads.hint_names}
+    hidden = torch.zeros(B, N, d, device=device)
+    state = memory.initial_state(B * N, device) if memory is not None else None
+    outputs: Dict[str, torch.Tensor] = {}
+    hint_logits: Dict[str, List[torch.Tensor]] = {k: [] for k in heads.hint_names}
+    for t in range(T - 1):
+        node, edge, graph = heads.encode({**inputs, **current}, B, N, device)
+        new = processor(node, edge, graph, adj, hidden, mask)
+        if memory is not None:
+            y, state = memory(new.reshape(B * N, 1, d), state)
+            new = y.reshape(B, N, d) * mask[..., None]
+        active = (t < batch.lengths - 1).view(B, *[1] * (hidden.dim() - 1))
+        hidden = torch.where(active, new, hidden)
+        z = torch.cat([node, hidden], dim=-1)
+        if processor.last_edges is not None:  # triplet edge latents join the decoders' edge features
+            edge = edge + processor.last_edges
+        for name in heads.output_names:
+            logits = heads.decoders[name](z, edge, graph, mask)
+            act = active.view(B, *[1] * (logits.dim() - 1))
+            outputs[name] = logits if name not in outputs else torch.where(act, logits, outputs[name])
+        for name in heads.hint_names:
+            logits = heads.decoders[name](z, edge, graph, mask)
+            hint_logits[name].append(logits)
+            current[name] = soft_truth(spec[name], batch.hints[name][:, t + 1], N) if teacher else \
+                soft_prediction(spec[name], logits)
+    return outputs, {k: torch.stack(v, dim=1) for k, v in hint_logits.items() if v}
+
+
+class EncodeProcessDecode(AlgorithmHeads):
     """The model of the module docstring for one algorithm's ``spec``.
 
     processor: ``mpnn | gmpnn | triplet_mpnn | triplet_gmpnn``; memory: an optional metarl core of width
@@ -166,61 +238,43 @@ class EncodeProcessDecode(nn.Module):
     def __init__(self, spec: Dict[str, Feature], d: int = 128, processor: str = "triplet_gmpnn",
                  memory: Optional[nn.Module] = None, hint_mode: str = "teacher_forcing", d_triplet: int = 8,
                  full_graph: bool = True):
-        super().__init__()
-        self.spec, self.d, self.hint_mode, self.full_graph = spec, d, hint_mode, full_graph
-        self.input_names, self.output_names = list(stage(spec, "input")), list(stage(spec, "output"))
-        self.hint_names = [] if hint_mode == "none" else list(stage(spec, "hint"))
-        self.encoders = nn.ModuleDict({k: Encoder(spec[k], d) for k in self.input_names + self.hint_names})
-        self.decoders = nn.ModuleDict({k: Decoder(spec[k], d) for k in self.output_names + self.hint_names})
+        super().__init__(spec, d, hint_mode)
+        self.full_graph = full_graph
         self.processor = make_processor(processor, d, d_triplet)
         self.memory = memory
 
-    def _encode(self, values: Dict[str, torch.Tensor], B: int, N: int, device) -> Tuple[torch.Tensor, ...]:
-        parts = {"node": torch.zeros(B, N, self.d, device=device), "edge": torch.zeros(B, N, N, self.d, device=device),
-                 "graph": torch.zeros(B, self.d, device=device)}
-        for name, soft in values.items():
-            encoder = self.encoders[name]
-            parts[encoder.target] = parts[encoder.target] + encoder(soft)
-        return parts["node"], parts["edge"], parts["graph"]
+    def spec_for(self, batch: GraphBatch) -> Dict[str, Feature]:
+        """The spec of ``batch``'s algorithm (this model's one)."""
+        return self.spec
 
     def forward(self, batch: GraphBatch) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
         """(output logits {name: [B, ...]}, hint logits {name: [B, T - 1, ...]}: step t + 1 predicted at t)."""
-        mask = batch.mask
-        B, N = mask.shape
-        device = mask.device
-        T = int(batch.lengths.max())
-        inputs = {k: soft_truth(self.spec[k], batch.inputs[k], N) for k in self.input_names}
-        if self.full_graph:
-            adj = mask[:, :, None] & mask[:, None, :]
-        else:
-            adj = (batch.inputs["adj"] > 0) & mask[:, :, None] & mask[:, None, :]
-        teacher = self.training and self.hint_mode == "teacher_forcing"
-        current = {k: soft_truth(self.spec[k], batch.hints[k][:, 0], N) for k in self.hint_names}
-        hidden = torch.zeros(B, N, self.d, device=device)
-        state = self.memory.initial_state(B * N, device) if self.memory is not None else None
-        outputs: Dict[str, torch.Tensor] = {}
-        hint_logits: Dict[str, List[torch.Tensor]] = {k: [] for k in self.hint_names}
-        for t in range(T - 1):
-            node, edge, graph = self._encode({**inputs, **current}, B, N, device)
-            new = self.processor(node, edge, graph, adj, hidden, mask)
-            if self.memory is not None:
-                y, state = self.memory(new.reshape(B * N, 1, self.d), state)
-                new = y.reshape(B, N, self.d) * mask[..., None]
-            active = (t < batch.lengths - 1).view(B, *[1] * (hidden.dim() - 1))
-            hidden = torch.where(active, new, hidden)
-            z = torch.cat([node, hidden], dim=-1)
-            if self.processor.last_edges is not None:  # triplet edge latents join the decoders' edge features
-                edge = edge + self.processor.last_edges
-            for name in self.output_names:
-                logits = self.decoders[name](z, edge, graph, mask)
-                act = active.view(B, *[1] * (logits.dim() - 1))
-                outputs[name] = logits if name not in outputs else torch.where(act, logits, outputs[name])
-            for name in self.hint_names:
-                logits = self.decoders[name](z, edge, graph, mask)
-                hint_logits[name].append(logits)
-                current[name] = soft_truth(self.spec[name], batch.hints[name][:, t + 1], N) if teacher else \
-                    soft_prediction(self.spec[name], logits)
-        return outputs, {k: torch.stack(v, dim=1) for k, v in hint_logits.items() if v}
+        return unroll(self, self.processor, self.memory, batch, self.full_graph,
+                      teacher=self.training and self.hint_mode == "teacher_forcing")
+
+
+class Generalist(nn.Module):
+    """Ibarz et al. 2022's generalist: one processor (and memory core) shared by every algorithm, the
+    encoders and decoders per algorithm (:class:`AlgorithmHeads`, ``heads[algorithm]``). ``model(batch)``
+    runs the heads of ``batch.algorithm``; the other arguments are those of :class:`EncodeProcessDecode`."""
+
+    def __init__(self, specs: Dict[str, Dict[str, Feature]], d: int = 128, processor: str = "triplet_gmpnn",
+                 memory: Optional[nn.Module] = None, hint_mode: str = "teacher_forcing", d_triplet: int = 8,
+                 full_graph: bool = True):
+        super().__init__()
+        self.d, self.hint_mode, self.full_graph = d, hint_mode, full_graph
+        self.heads = nn.ModuleDict({name: AlgorithmHeads(spec, d, hint_mode) for name, spec in specs.items()})
+        self.processor = make_processor(processor, d, d_triplet)
+        self.memory = memory
+
+    def spec_for(self, batch: GraphBatch) -> Dict[str, Feature]:
+        return self.heads[batch.algorithm].spec
+
+    def forward(self, batch: GraphBatch) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        if batch.algorithm not in self.heads:
+            raise KeyError(f"batch.algorithm={batch.algorithm!r}: this generalist knows {', '.join(self.heads)}")
+        return unroll(self.heads[batch.algorithm], self.processor, self.memory, batch, self.full_graph,
+                      teacher=self.training and self.hint_mode == "teacher_forcing")
 
 
 # ---------------------------------------------------------------- losses and scores
