@@ -144,7 +144,8 @@ class SigmaMoE(nn.Module):
     reference also scales the attention initialisation of pre-LN layers by the same rule
     (``reset_prenorm_params``); metarl's mixers keep their own initialisation.
 
-    impl: ``"loop"`` sorts the (token, slot) pairs by expert and runs one matmul pair per expert;
+    impl: ``"loop"`` sorts the (token, slot) pairs by expert and runs one matmul pair per expert
+    (:class:`SortedExperts`, with its own backward; tested against autograd through the formula above);
     ``"dense"`` computes all experts and masks the unselected ones (same values; it materialises
     [N, E·G] like a dense layer and does E/K times the work, so it only pays off for K > E/2);
     ``"auto"`` uses dense when 2·top_k > num_experts, else loop (measured on CPU at E = 16).

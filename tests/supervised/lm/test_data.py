@@ -2,6 +2,7 @@
 (stable, disjoint), contiguous streams."""
 from __future__ import annotations
 
+import sys
 import zipfile
 
 import pytest
@@ -98,15 +99,26 @@ def test_tokenizers_round_trip():
         assert again.encode(WIKI.encode()).tolist() == tok.encode(WIKI.encode()).tolist()
 
 
-def test_sentencepiece_is_optional(tmp_path, monkeypatch):
-    try:
-        import sentencepiece  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match="pip install sentencepiece"):
-            tokenizers.fit_tokenizer("sentencepiece", WIKI.encode(), 50, tmp_path)
-        return
-    tok = tokenizers.fit_tokenizer("sentencepiece", (WIKI * 50).encode(), 30, tmp_path)
-    assert list(tmp_path.glob("spm-30-*.model")) and tok.decode(tok.encode(b"the cat")) == "the cat"
+def test_sentencepiece_subwords_are_trained_cached_and_round_trip(tmp_path):
+    pytest.importorskip("sentencepiece")  # in the dev extra; optional for users (the lm extra)
+    train = (WIKI * 50).encode()
+    tok = tokenizers.fit_tokenizer("sentencepiece", train, 30, tmp_path)
+    cached = list(tmp_path.glob("spm-30-*.model"))
+    assert len(cached) == 1 and tok.unit == "token" and 0 < tok.vocab_size <= 30
+    assert tok.decode(tok.encode(b"the cat")) == "the cat"
+    ids = tok.encode(WIKI.encode())
+    assert ids.dtype == torch.long and len(ids) < len(WIKI.encode())  # subwords: fewer tokens than bytes
+    stamp = cached[0].stat().st_mtime_ns
+    again = tokenizers.fit_tokenizer("sentencepiece", train, 30, tmp_path)  # the cache is used, not retrained
+    assert cached[0].stat().st_mtime_ns == stamp and again.encode(WIKI.encode()).tolist() == ids.tolist()
+    restored = tokenizers.tokenizer_from_dict(tok.to_dict())  # what tokenizer.json holds
+    assert restored.encode(WIKI.encode()).tolist() == ids.tolist()
+
+
+def test_sentencepiece_missing_names_the_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)  # import sentencepiece -> ImportError
+    with pytest.raises(ConfigError, match="pip install sentencepiece"):
+        tokenizers.fit_tokenizer("sentencepiece", WIKI.encode(), 50, tmp_path)
 
 
 @pytest.mark.parametrize("n, batch", [(2, 1), (50, 3), (64, 7), (97, 4)])
