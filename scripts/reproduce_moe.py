@@ -219,6 +219,8 @@ def write_results(rows: list, out: Path, settings: dict) -> None:
                      f"{r['valid_bpc']:.3f} | {r['test_bpc']:.3f} | {dead} |")
     lines += ["", "Measured on this machine; bpc over the whole validation split (the best of the evaluations) and "
               "the test split (that model). Dead experts: per layer, experts no validation token selects."]
+    loads = ", ".join(f"{r['variant']} {r['load_after']:g}" if "load_after" in r else f"{r['variant']} -" for r in rows)
+    lines += ["", f"Load average (1 min) when each row finished, as tokens/s depend on it (- : not recorded): {loads}."]
     if any(r["core"] == "srwm" for r in rows):
         lines += ["", f"The SRWM rows restart the state every {SRWM_RESET_EVERY} segments ({SRWM_RESET_EVERY * 128} bytes, "
                   "`env.reset_every`, in training and evaluation); the other cores carry theirs through the epoch. "
@@ -229,11 +231,12 @@ def write_results(rows: list, out: Path, settings: dict) -> None:
     if dense and moe:
         diff = moe["valid_bpc"] - dense["valid_bpc"]
         ratio = moe["ff_flops_per_token"] / dense["ff_flops_per_token"]
-        verdict = "matches or beats" if diff <= 0.01 else "is worse than"
+        verdict = ("beats dense by" if diff < 0 else "matches dense (within 0.01 bpc):" if diff <= 0.01
+                   else "is worse than dense by")
         speed = moe["tokens_per_s"] / dense["tokens_per_s"]
         why = (" (at this width the per-expert loop costs more than the FLOPs it saves)" if speed < 1 else "")
         lines += ["", f"The paper's claim: a σ-MoE matches or beats the dense layer of equal parameters with a fraction "
-                  f"of its feed-forward compute. Here the σ-MoE {verdict} dense by {diff:+.3f} bpc (validation) with "
+                  f"of its feed-forward compute. Here the σ-MoE {verdict} {diff:+.3f} bpc (validation) with "
                   f"{ratio:.2f}x its feed-forward FLOPs, at {speed:.2f}x its training speed on this CPU{why}. "
                   f"Load average of the shared machine at the start/end of the last invocation: {settings.get('load_start')} / "
                   f"{settings.get('load_end')} (tokens/s are noisy; scripts/bench_lm.py measures speed alone). "
@@ -290,6 +293,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as work:
         for name in names:
             row = run_variant(name, args.steps, args.threads, Path(work))
+            row["load_after"] = round(os.getloadavg()[0], 2)  # tokens/s depends on what else ran
             rows = sorted(rows + [row], key=lambda r: list(VARIANTS).index(r["variant"]))
             settings["load_end"] = [round(x, 2) for x in os.getloadavg()]
             print(f"{name:12s} params {row['parameters']:>8,}  ff FLOPs/token {row['ff_flops_per_token']:>8,}  "

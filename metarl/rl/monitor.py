@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections import defaultdict, deque
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from ..engine.checkpoint import load_checkpoint, save_checkpoint
+from ..engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from ..engine.interrupt import StopRequest
 from ..engine.logging import MetricLogger, plot_curves, read_metrics
 from ..engine.loop import best_filename
@@ -82,6 +83,15 @@ class RunMonitor:
         every = impala.eval_every_frames
         self.next_eval = (learner.frames // every + 1) * every if every > 0 else None
         self.best: dict = {}  # selection metric -> (value, frames)
+        if cfg.resume and self.selection:  # the best models so far, and their files, carry over to this run
+            saved = read_checkpoint(cfg.resume).get("best") or {}
+            for metric in self.selection:
+                previous = Path(cfg.resume).parent / best_filename(metric)
+                if metric in saved and previous.is_file():
+                    self.best[metric] = (saved[metric], saved[f"{metric}@frames"])
+                    if previous.resolve() != (self.run_dir / best_filename(metric)).resolve():
+                        self.run_dir.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(previous, self.run_dir / best_filename(metric))
 
     def __enter__(self) -> "RunMonitor":
         self.stop.__enter__()
@@ -92,7 +102,7 @@ class RunMonitor:
         self.stop.__exit__()
         self.bar.close()
         if exc_type is not None and exc_type is not Interrupted:
-            path = save_learner(self.run_dir, self.learner, self.cfg)
+            path = save_learner(self.run_dir, self.learner, self.cfg, self.best_values())
             print(f"[metarl] the run stopped; the learner state is saved in {path}")
 
     def after_update(self, metrics: dict, rollouts: dict, **extra) -> None:
@@ -104,12 +114,12 @@ class RunMonitor:
         self.bar.set_postfix_str(f"{self.frames_per_s:.0f} fps " + " ".join(
             [f"{k}={v}" for k, v in extra.items()] + [f"{k}={v:.2f}" for k, v in self.stats.summary().items()]))
         if self.stop.requested:
-            path = save_learner(self.run_dir, learner, self.cfg)
+            path = save_learner(self.run_dir, learner, self.cfg, self.best_values())
             self.logger.close()
             raise Interrupted(f"{self.stop.signal_name} at {learner.frames} frames: checkpoint saved to {path}; "
                               f"continue with resume={path}", exit_code=self.stop.exit_code)
         if time.time() - self.last_checkpoint > 60 * self.cfg.checkpoint_minutes:
-            save_learner(self.run_dir, learner, self.cfg)
+            save_learner(self.run_dir, learner, self.cfg, self.best_values())
             self.last_checkpoint = time.time()
         if self.next_eval is not None and learner.frames >= self.next_eval:
             self.periodic_evaluation()
@@ -138,8 +148,15 @@ class RunMonitor:
                 self.best[metric] = (value, learner.frames)
                 save_checkpoint(self.run_dir / best_filename(metric), learner.agent, None,
                                 counters={"step": learner.updates, "frames": learner.frames}, config=cfg,
-                                best={m: v for m, (v, _) in self.best.items()})
+                                best=self.best_values())
         return scalars
+
+    def best_values(self) -> dict:
+        """The best-so-far values as a checkpoint stores them: ``{metric: value, "<metric>@frames": frames}``."""
+        values = {}
+        for metric, (value, frames) in self.best.items():
+            values[metric], values[f"{metric}@frames"] = value, frames
+        return values
 
     def test_selected(self) -> dict:
         """Each selection metric's best model on the unseen levels (the training levels without a split),
@@ -172,7 +189,7 @@ class RunMonitor:
     def finish(self, **extra) -> dict:
         """The final checkpoint, evaluation (``test/<levels>/<policy>_return/<task>``) and curves.png."""
         learner = self.learner
-        save_learner(self.run_dir, learner, self.cfg)
+        save_learner(self.run_dir, learner, self.cfg, self.best_values())
         result = {"frames": learner.frames, "updates": learner.updates, "frames_per_s": self.frames_per_s,
                   "recent_return": self.stats.summary(), **extra}
         if self.cfg.impala.eval_episodes > 0:

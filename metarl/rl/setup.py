@@ -3,6 +3,7 @@ the evaluation script)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 from omegaconf import DictConfig
@@ -51,7 +52,8 @@ def resume_learner(cfg: DictConfig, learner) -> None:
         learner.frames, learner.updates = payload["counters"]["frames"], payload["counters"]["step"]
 
 
-def save_learner(run_dir, learner, cfg: DictConfig) -> Path:
-    """Write run_dir/checkpoint.pt (atomically) with the learner's model, optimiser and counters."""
+def save_learner(run_dir, learner, cfg: DictConfig, best: Optional[dict] = None) -> Path:
+    """Write run_dir/checkpoint.pt (atomically) with the learner's model, optimiser, counters and the periodic
+    evaluation's best-so-far values (``{metric: value, "<metric>@frames": frames}``)."""
     return save_checkpoint(Path(run_dir) / "checkpoint.pt", learner.agent, learner.optimizer,
-                           counters={"step": learner.updates, "frames": learner.frames}, config=cfg)
+                           counters={"step": learner.updates, "frames": learner.frames}, config=cfg, best=best)

@@ -100,6 +100,26 @@ def test_periodic_evaluation_keeps_the_best_model_of_each_selection_metric(tmp_p
             tmp_path / "bad")
 
 
+def test_resume_keeps_the_best_models_of_the_periodic_evaluation(tmp_path):
+    common = ["env=procgen", "env.games=[starpilot]", "env.num_levels=3", "agent=srwm", *SMALL,
+              "runner.envs_per_actor=4", "impala.batch_size=4", "impala.unroll_length=16", "runner.schedule=lockstep",
+              "impala.eval_every_frames=256", "impala.eval_interval_episodes=1", "impala.eval_envs=2"]
+    run(config(*common, "impala.total_frames=512", "impala.eval_episodes=0"), tmp_path / "a")
+    saved = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["best"]
+    first = [r for r in read_metrics(tmp_path / "a") if "eval/train_levels/return" in r]
+    best_first = max(first, key=lambda r: r["eval/train_levels/return"])
+    assert saved == {"train_levels/return": best_first["eval/train_levels/return"],
+                     "train_levels/return@frames": best_first["step"]}
+    result = run(config(*common, "impala.total_frames=768", "impala.eval_episodes=1",
+                        f"resume={tmp_path / 'a' / 'checkpoint.pt'}"), tmp_path / "b")
+    later = [r for r in read_metrics(tmp_path / "b") if "eval/train_levels/return" in r]
+    assert [r["step"] for r in later] == [768]
+    chosen = result["selected"]["train_levels/return"]
+    best = max(first + later, key=lambda r: r["eval/train_levels/return"])  # over both runs
+    assert chosen["step"] == best["step"] and chosen["value"] == best["eval/train_levels/return"]
+    assert (tmp_path / "b" / "best-train_levels-return.pt").is_file()
+
+
 def test_resume_continues_counters_and_optimiser(tmp_path):
     common = ["env=cartpole", "agent=lstm", *SMALL, "impala.eval_episodes=0", "runner.schedule=lockstep"]
     first = run(config(*common, "impala.total_frames=1000"), tmp_path / "a")
