@@ -49,6 +49,7 @@ from .utils import (
     check_reset,
     check_reset_state,
     from_chunks,
+    is_zero_constant,
     state_or_zeros,
     to_chunks,
 )
@@ -116,7 +117,8 @@ def _delta_rule_chunk(q, k, v, beta, S0, chunk_size, reset=None, S_reset=None):
         O, S_final = _DeltaRuleChunk.apply(Q, K, V, b, S0)
     else:
         resets = ChunkResets(reset, H, C, q.dtype)
-        O, S_final = _DeltaRuleChunkResets.apply(Q, K, V, b, S0, S_reset.reshape(B * H, Dk, Dv), resets)
+        Sr = None if is_zero_constant(S_reset) else S_reset.reshape(B * H, Dk, Dv)  # None: zeros, no gradient
+        O, S_final = _DeltaRuleChunkResets.apply(Q, K, V, b, S0, Sr, resets)
     return from_chunks(O, B, T), S_final.view(B, H, Dk, Dv)
 
 
@@ -212,7 +214,8 @@ class _DeltaRuleChunkResets(torch.autograd.Function):
         dK += dMᵀ diag(β) K + diag(β) d(βK)     dV = diag(β) P     dβ = rowsum(d(βK) ⊙ K) + rowsum(P ⊙ V)
 
     (``L⁻ᵀ`` is block diagonal over the segments too, so it commutes with ``diag(f)``: the gradient of
-    ``W`` through ``L⁻¹`` keeps the form of the reset-free case.)
+    ``W`` through ``L⁻¹`` keeps the form of the reset-free case.) ``Sr=None``: the reset state is zeros and
+    needs no gradient (the delta core), so the terms in ``S_r`` and ``dS_r`` are skipped.
     """
 
     @staticmethod
@@ -225,20 +228,24 @@ class _DeltaRuleChunkResets(torch.autograd.Function):
         L_inv = torch.linalg.solve_triangular(L, eye, upper=False, unitriangular=True)
         X = L_inv @ R  # [W | Ũ]
         W = X[..., :Dk]
-        W_first, W_after = W * resets.first, W * resets.after
-        U_tilde = X[..., Dk:] - W_after @ Sr  # the steps after a reset read S_r (all chunks at once)
+        W_first, W_after = W * resets.first, (None if Sr is None else W * resets.after)
+        U_tilde = X[..., Dk:]
+        if Sr is not None:
+            U_tilde = U_tilde - W_after @ Sr  # the steps after a reset read S_r (all chunks at once)
         K_last = K * resets.last
         A = resets.mask_(Q @ K.transpose(-1, -2))  # [N, G, C, C]
 
         U = torch.empty_like(V)
         S_start = Q.new_empty(N + 1, G, Dk, V.shape[-1])  # the state at each chunk start, then the final one
         S_start[0] = S0
+        cut = resets.uncut if Sr is None else lambda n, S: resets.where_cut(n, Sr, S)
         for n in range(N):  # the only sequential part: carry the state across chunks
             torch.baddbmm(U_tilde[n], W_first[n], S_start[n], alpha=-1, out=U[n])  # U = Ũ - diag(f) W S
-            torch.baddbmm(resets.where_cut(n, Sr, S_start[n]), K_last[n].transpose(1, 2), U[n], out=S_start[n + 1])
+            torch.baddbmm(cut(n, S_start[n]), K_last[n].transpose(1, 2), U[n], out=S_start[n + 1])
         S_final, S_start = S_start[N].clone(), S_start[:N]
-        O = (Q * resets.after) @ Sr  # [N, G, C, Dv] (Sr broadcast over the chunks)
-        O = bmm_view(O).baddbmm_(bmm_view(Q * resets.first), bmm_view(S_start))
+        O = torch.bmm(bmm_view(Q * resets.first), bmm_view(S_start))
+        if Sr is not None:
+            O.view(N, G, C, -1).add_((Q * resets.after) @ Sr)  # Sr broadcast over the chunks
         O.baddbmm_(bmm_view(A), bmm_view(U))
         ctx.save_for_backward(Q, K, K_last, V, b, R, L_inv, W_first, W_after, A, U, S_start, Sr)
         ctx.resets = resets
@@ -261,21 +268,26 @@ class _DeltaRuleChunkResets(torch.autograd.Function):
             torch.baddbmm(dS_local[n].add_(resets.uncut(n, dS_after[n + 1])), W_first[n].transpose(1, 2), dU[n],
                           alpha=-1, out=dS_after[n])
         dS0, dS_after = dS_after[0], dS_after[1:]
-        dSr = (resets.cut_sum(dS_after) + ((Q * resets.after).transpose(-1, -2) @ dO).sum(0)
-               - (W_after.transpose(-1, -2) @ dU).sum(0))
+        dSr = Sr_T = None
+        if Sr is not None:
+            dSr = (resets.cut_sum(dS_after) + ((Q * resets.after).transpose(-1, -2) @ dO).sum(0)
+                   - (W_after.transpose(-1, -2) @ dU).sum(0))
+            Sr_T = Sr.transpose(-1, -2).contiguous()  # (a transposed broadcast operand is slower)
 
         dA = resets.mask_(dO @ U.transpose(-1, -2))
         Qb, Kb, dOb, dAb, Sb = (bmm_view(x) for x in (Q, K, dO, dA, S_start))
-        Sr_T = Sr.transpose(-1, -2).contiguous()  # (a transposed broadcast operand is slower)
-        dQ = (dO * resets.after) @ Sr_T
-        dQ = bmm_view(dQ).baddbmm_(bmm_view(dO * resets.first), Sb.transpose(1, 2)).baddbmm_(dAb, Kb)
+        dQ = torch.bmm(bmm_view(dO * resets.first), Sb.transpose(1, 2))
+        if Sr is not None:
+            dQ.view(N, G, C, -1).add_((dO * resets.after) @ Sr_T)
+        dQ.baddbmm_(dAb, Kb)
         dK = (bmm_view(U * resets.last) @ bmm_view(dS_after).transpose(1, 2)).baddbmm_(
             dAb.transpose(1, 2), Qb)
 
         P = L_inv.transpose(-1, -2) @ dU
         dM = resets.mask_(P @ U.transpose(-1, -2), strict=True).neg_()
-        d_bK = ((P * resets.after) @ Sr_T).neg_()  # d(βK) = dM K - diag(f) P Sᵀ - ...
-        d_bK = bmm_view(d_bK).baddbmm_(bmm_view(P * resets.first), Sb.transpose(1, 2), alpha=-1)
+        d_bK = torch.bmm(bmm_view(P * resets.first), Sb.transpose(1, 2)).neg_()  # d(βK) = dM K - diag(f) P Sᵀ - ...
+        if Sr is not None:
+            d_bK.view(N, G, C, -1).sub_((P * resets.after) @ Sr_T)
         d_bK = d_bK.baddbmm_(bmm_view(dM), Kb).view(K.shape)
         dK = dK.view(K.shape).add_(dM.transpose(-1, -2) @ R[..., :Dk]).add_(b * d_bK)
         db = (d_bK * K).sum(-1, keepdim=True) + (P * V).sum(-1, keepdim=True)

@@ -40,6 +40,7 @@ from .utils import (
     check_reset,
     check_reset_state,
     from_chunks,
+    is_zero_constant,
     state_or_zeros,
     to_chunks,
 )
@@ -102,7 +103,8 @@ def _linear_attention_chunk(q, k, v, S0, chunk_size, reset=None, S_reset=None):
         O, S_final = _LinearAttentionChunk.apply(Q, K, V, S0)
     else:
         resets = ChunkResets(reset, H, C, q.dtype)
-        O, S_final = _LinearAttentionChunkResets.apply(Q, K, V, S0, S_reset.reshape(B * H, Dk, Dv), resets)
+        Sr = None if is_zero_constant(S_reset) else S_reset.reshape(B * H, Dk, Dv)  # None: zeros, no gradient
+        O, S_final = _LinearAttentionChunkResets.apply(Q, K, V, S0, Sr, resets)
     return from_chunks(O, B, T), S_final.view(B, H, Dk, Dv)
 
 
@@ -172,6 +174,9 @@ class _LinearAttentionChunkResets(torch.autograd.Function):
         dS_r = Σ_chunks (dS' if z else 0) + Qᵀ diag(1-f) dO
         dA = dO Vᵀ masked                   dQ = dA K + diag(f) dO Sᵀ + diag(1-f) dO S_rᵀ
         dK = dAᵀ Q + diag(l) V dS'ᵀ         dV = Aᵀ dO + diag(l) K dS'
+
+    ``Sr=None``: the reset state is zeros and needs no gradient (the lt and delta cores), so the terms in
+    ``S_r`` and ``dS_r`` are skipped.
     """
 
     @staticmethod
@@ -182,11 +187,13 @@ class _LinearAttentionChunkResets(torch.autograd.Function):
         KV = K_last.transpose(-1, -2) @ V  # [N, G, Dk, Dv]: the updates of each chunk's last segment
         S_start = torch.empty_like(KV)
         S_start[0] = S0
+        cut = resets.uncut if Sr is None else lambda n, S: resets.where_cut(n, Sr, S)
         for n in range(1, N):
-            torch.add(resets.where_cut(n - 1, Sr, S_start[n - 1]), KV[n - 1], out=S_start[n])
-        S_final = resets.where_cut(N - 1, Sr, S_start[-1]) + KV[-1]
-        O = (Q * resets.after) @ Sr  # [N, G, C, Dv] (Sr broadcast over the chunks)
-        O = bmm_view(O).baddbmm_(bmm_view(Q * resets.first), bmm_view(S_start))
+            torch.add(cut(n - 1, S_start[n - 1]), KV[n - 1], out=S_start[n])
+        S_final = cut(N - 1, S_start[-1]) + KV[-1]
+        O = torch.bmm(bmm_view(Q * resets.first), bmm_view(S_start))
+        if Sr is not None:
+            O.view(N, G, C, -1).add_((Q * resets.after) @ Sr)  # Sr broadcast over the chunks
         O.baddbmm_(bmm_view(A), bmm_view(V))
         ctx.save_for_backward(Q, K, K_last, V, A, S_start, Sr)
         ctx.resets = resets
@@ -205,12 +212,15 @@ class _LinearAttentionChunkResets(torch.autograd.Function):
         for n in range(N - 1, 0, -1):
             torch.add(resets.uncut(n, dS_after[n]), dS_local[n], out=dS_after[n - 1])
         dS0 = resets.uncut(0, dS_after[0]) + dS_local[0]
-        dSr = resets.cut_sum(dS_after) + ((Q * resets.after).transpose(-1, -2) @ dO).sum(0)
+        dSr = None
+        if Sr is not None:
+            dSr = resets.cut_sum(dS_after) + ((Q * resets.after).transpose(-1, -2) @ dO).sum(0)
 
         dA = resets.mask_(dO @ V.transpose(-1, -2))
         Qb, Kb, Ab, dOb, dAb, dSb = (bmm_view(x) for x in (Q, K, A, dO, dA, dS_after))
-        dQ = (dO * resets.after) @ Sr.transpose(-1, -2).contiguous()  # (a transposed broadcast operand is slower)
-        dQ = bmm_view(dQ).baddbmm_(bmm_view(dO * resets.first), bmm_view(S_start).transpose(1, 2))
+        dQ = torch.bmm(bmm_view(dO * resets.first), bmm_view(S_start).transpose(1, 2))
+        if Sr is not None:  # (a transposed broadcast operand is slower: contiguous)
+            dQ.view(N, G, C, -1).add_((dO * resets.after) @ Sr.transpose(-1, -2).contiguous())
         dQ.baddbmm_(dAb, Kb)
         dK = (bmm_view(V * resets.last) @ dSb.transpose(1, 2)).baddbmm_(dAb.transpose(1, 2), Qb)
         dV = (bmm_view(K_last) @ dSb).baddbmm_(Ab.transpose(1, 2), dOb)

@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .utils import check_reset, check_reset_state
+from .utils import check_reset, check_reset_state, is_zero_constant
 
 MODES = ("recurrent",)
 
@@ -95,12 +95,22 @@ def _reset_events(reset, reset_state):
     return dict(zip(steps.tolist(), parts))
 
 
+def _zero_events(reset, dtype):
+    """For each step with resets, a 0/1 factor per row, ``{t: [B, 1, 1]}`` (0: the row starts over), for a
+    reset state that is a constant zero: then a reset is one multiplication (no gather, no scatter)."""
+    keep = (~reset).to(dtype)[:, :, None, None]  # [B, T, 1, 1]
+    return {t: keep[:, t] for t in reset.any(0).nonzero().flatten().tolist()}
+
+
 def _rec_delta_recurrent(from_input, R, S, y, reset=None, reset_state=None):
     d = R.shape[1]
     outputs = []
-    events = {} if reset is None else _reset_events(reset, reset_state)
+    zero = reset is not None and all(is_zero_constant(x) for x in reset_state)
+    events = {} if reset is None else _zero_events(reset, S.dtype) if zero else _reset_events(reset, reset_state)
     for t, h_in in enumerate(from_input.unbind(1)):  # unbind: indexing costs O(T) in backward
-        if t in events:  # these rows start over before step t
+        if t in events and zero:  # these rows start over (from zeros) before step t
+            S, y = S * events[t][..., None], y * events[t]
+        elif t in events:  # these rows start over before step t
             rows, S_rows, y_rows = events[t]
             S, y = S.index_put((rows,), S_rows), y.index_put((rows,), y_rows)
         h = h_in + torch.einsum("bhd,hde->bhe", torch.tanh(y), R)  # h_t = from_input_t + tanh(y_{t-1}) R

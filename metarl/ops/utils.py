@@ -63,6 +63,11 @@ def check_reset(op: str, reset: Optional[torch.Tensor], B: int, T: int) -> Optio
     return reset if bool(reset.any()) else None
 
 
+def is_zero_constant(x: Optional[torch.Tensor]) -> bool:
+    """True when ``x`` is all zeros and needs no gradient: a reset state the chunked ops can skip."""
+    return x is not None and not x.requires_grad and not bool(x.any())
+
+
 def check_reset_state(op: str, reset_state, like, what: str = "initial_state"):
     """``reset_state`` must have the shape(s) of the initial state ``like`` (a tensor or a tuple of them)."""
     if reset_state is None:

@@ -125,16 +125,20 @@ def values_and_grads(results, inputs, seed=1):
 
 
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["f64", "f32"])
-@pytest.mark.parametrize("with_reset_state", [False, True], ids=["reset-to-initial", "reset-state"])
+@pytest.mark.parametrize("with_reset_state", [False, True, "zeros"], ids=["reset-to-initial", "reset-state", "reset-to-zeros"])
 @pytest.mark.parametrize("D", [5, 16])
 @pytest.mark.parametrize("T", [1, 7, 63])
 @pytest.mark.parametrize("name,options,backend", FAST, ids=FAST_IDS)
 def test_fast_path_matches_oracle(name, options, backend, T, D, with_reset_state, dtype, rtol, srwm_backend):
+    """zeros: a constant zero reset state (what the lt and delta cores pass), which the chunked ops skip."""
     srwm_backend(backend)
     make, call, fast = OPS[name]
     seq, init, rst = make(T, D, dtype)
-    rst = rst if with_reset_state else []
-    inputs = leaves(seq, init, rst)
+    if with_reset_state == "zeros":
+        inputs, rst = leaves(seq, init), [torch.zeros_like(x) for x in rst]
+    else:
+        rst = rst if with_reset_state else []
+        inputs = leaves(seq, init, rst)
     reset = make_reset(T)
     ref = values_and_grads(call("recurrent", seq, init, rst, reset, **options), inputs)
     out = values_and_grads(call(fast, seq, init, rst, reset, **options), inputs)
@@ -174,6 +178,23 @@ def test_reset_mask_equals_running_each_segment(name, T, D, srwm_backend):
     seq, init, rst = make(T, D, torch.float64, seed=2)
     inputs = leaves(seq, init, rst)
     reset = make_reset(T, seed=3, p=0.2)
+    ref = values_and_grads(run_segments(name, seq, init, rst, reset), inputs)
+    for mode in ("recurrent",) + ((fast,) if fast else ()):
+        out = values_and_grads(call(mode, seq, init, rst, reset), inputs)
+        for index, (a, b) in enumerate(zip(ref, out)):
+            assert_close(f"{name} {mode} result/gradient {index}", a, b, rtol=1e-10)
+
+
+@pytest.mark.parametrize("T", [1, 7, 63])
+@pytest.mark.parametrize("name", OPS)
+def test_constant_zero_reset_state_equals_the_running_segments(name, T, srwm_backend):
+    """A reset state of constant zeros (what the lt, delta and recdelta cores pass; the ops take a shortcut
+    for it) against the definition, values and gradients of every other input."""
+    make, call, fast = OPS[name]
+    seq, init, rst = make(T, 5, torch.float64, seed=4)
+    rst = [torch.zeros_like(x) for x in rst]
+    inputs = leaves(seq, init)
+    reset = make_reset(T, seed=5, p=0.2)
     ref = values_and_grads(run_segments(name, seq, init, rst, reset), inputs)
     for mode in ("recurrent",) + ((fast,) if fast else ()):
         out = values_and_grads(call(mode, seq, init, rst, reset), inputs)
