@@ -42,6 +42,7 @@ from .interrupt import StopRequest
 from .logging import THROUGHPUT, MetricLogger, plot_curves
 from .optim import Schedule, clip_gradients, make_optimizer
 from .parallel import NullLogger, SingleProcess
+from .selection import higher_is_better
 
 
 @dataclass
@@ -54,6 +55,9 @@ class TaskConfig:
     batch_size: int = 32  # examples (sequences, episodes) per update
     eval_every: int = 500  # updates between evaluations of task.eval_sets (and one at the last update)
     eval_test_sets: bool = False  # also evaluate the test sets at every evaluation (eval/<test set>/...: for model-selection analysis, never selected on)
+    # metrics to keep a best checkpoint for, "<eval set>/<metric>" (max, or min for losses, nll, bpc, perplexity,
+    # error); null: the task's own choice. The first is the primary one (test/<set>/<metric> without a suffix)
+    selection: Optional[List[str]] = None
 
 
 @dataclass
@@ -157,6 +161,8 @@ def train(task: Task, cfg: DictConfig, run_dir: Path, parallel: Optional[SingleP
     parallel = parallel or SingleProcess()
     main = parallel.is_main
     optim, device = cfg.optim, cfg.device
+    if cfg.env.get("selection") is not None:  # env.selection: the metrics the user selects on
+        task.selection = {m: "max" if higher_is_better(m) else "min" for m in cfg.env.selection}
     for metric, mode in task.selection.items():
         if mode not in ("max", "min") or metric.split("/")[0] not in task.eval_sets:
             raise ConfigError(f"selection metric {metric!r} ({mode}): the set must be one of the task's eval sets "
@@ -232,6 +238,10 @@ def train(task: Task, cfg: DictConfig, run_dir: Path, parallel: Optional[SingleP
             if main and task.eval_sets and (step % cfg.env.eval_every == 0 or step == optim.steps):
                 results = _evaluate(task, model, eval_names, progress=False)
                 scalars = _scalars("eval", results)
+                missing = [m for m in task.selection if f"eval/{m}" not in scalars]
+                if missing:
+                    raise ConfigError(f"selection metric(s) {missing} not measured; the evaluation gives "
+                                      f"{sorted(k[len('eval/'):] for k in scalars)} (env.selection)")
                 improved = [m for m, mode in task.selection.items()
                             if _improved(mode, scalars[f"eval/{m}"], best.get(m))]
                 for metric in improved:

@@ -103,6 +103,19 @@ def test_the_loop_records_each_selection_and_the_test_sets_at_every_evaluation(e
     assert final["test/test/loss/by-val-loss"] == pytest.approx(summary["selected"]["val/loss"]["test"]["test/loss"])
 
 
+def test_env_selection_chooses_the_metrics_for_any_engine_task(tmp_path):
+    """env.selection overrides the task's own selection (directions from the metric names); an unmeasured
+    metric stops the run with a message naming the metrics there are."""
+    common = ["env=selection_shift_schema", "agent=mlp", "progress=false", "optim=sgd", "optim.lr=0.05",
+              "optim.steps=10"]
+    run(compose_config(*common, "env.selection=[val/loss]"), tmp_path / "a")
+    summary = json.loads((tmp_path / "a" / "selection.json").read_text())
+    assert summary["selection"] == {"val/loss": "min"} and summary["primary"] == "val/loss"
+    assert (tmp_path / "a" / "best-val-loss.pt").is_file() and not (tmp_path / "a" / "best-val-accuracy.pt").exists()
+    with pytest.raises(Exception, match="val/accuracy.*val/loss"):
+        run(compose_config(*common, "env.selection=[val/f1]"), tmp_path / "b")
+
+
 def test_table_and_correlations_over_engine_runs(engine_runs):
     runs = [read_run(f) for f in engine_runs]
     assert all(len(r.checkpoints) == 6 and r.checkpoints[0].test for r in runs)
