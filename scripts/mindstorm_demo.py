@@ -21,7 +21,8 @@ from pathlib import Path
 
 from metarl.errors import UserError
 from metarl.society import (UNKNOWN, BanditOrganiser, Budget, Calculator, CallableAgent, ChatAgent, Democracy,
-                            Lookup, Monarchy, SocietyTask, find_expression, last_request, mindstorm, run_economy)
+                            Lookup, Monarchy, SocietyTask, find_expression, last_request, mindstorm,
+                            product_or_capital_tasks, run_economy)
 
 CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Peru": "Lima", "Kenya": "Nairobi", "Norway": "Oslo",
             "Canada": "Ottawa", "Egypt": "Cairo", "Chile": "Santiago"}
@@ -56,16 +57,7 @@ def router(members):
 
 
 def economy_tasks(n, seed):
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        if rng.random() < 0.5:
-            a, b = rng.randint(10, 99), rng.randint(10, 99)
-            out.append(SocietyTask(f"What is {a} * {b}?", str(a * b), "arithmetic"))
-        else:
-            country = rng.choice(sorted(CAPITALS))
-            out.append(SocietyTask(f"What is the capital of {country}?", CAPITALS[country], "capital"))
-    return out
+    return product_or_capital_tasks(n, seed, CAPITALS)
 
 
 def main(argv=None) -> int:

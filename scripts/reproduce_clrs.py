@@ -16,7 +16,7 @@ N^3 per step, and a test trajectory at n = 64 of a sort or of DFS has 64-2000 st
 
     python scripts/reproduce_clrs.py                                     # the default: ~30 minutes at 1 thread
     python scripts/reproduce_clrs.py --test-size 32 --algorithms bfs minimum dijkstra --steps 500
-    python scripts/reproduce_clrs.py --tiny --out /tmp/clrs              # seconds: the plumbing only
+    python scripts/reproduce_clrs.py --tiny --out results/clrs              # seconds: the plumbing only
     python scripts/reproduce_clrs.py --from-json docs/results/clrs.json  # the report again, no training
 """
 from __future__ import annotations

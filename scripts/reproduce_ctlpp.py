@@ -16,7 +16,7 @@ groups a1, a2, b1, b2 of ceil((16 - overlap) / 4) functions, the last one smalle
 (the paper: 4 of 8), and a causal LSTM reading the chain left to right, two seeds.
 
     python scripts/reproduce_ctlpp.py                                   # the default: ~20 minutes at 1 thread
-    python scripts/reproduce_ctlpp.py --variants s --overlaps 2 8 --steps 500 --out /tmp/c
+    python scripts/reproduce_ctlpp.py --variants s --overlaps 2 8 --steps 500 --out results/c
     python scripts/reproduce_ctlpp.py --num-functions 32 --num-symbols 8 --chain-lengths 2 6 \\
         --train-size 300000 --test-size 1000 --overlaps 4 8 12 16 --symbol-overlap 4 --agent encoder \\
         --steps 100000 --seeds 0 1 2 3 4                                # the paper's instance and sweep

@@ -13,7 +13,7 @@ on the published .src/.tgt files (one folder per language: parity/, reset_dyck/,
 strings. Model sizes, updates and learning rate are CPU-sized here (see the options), not the paper's.
 
     python scripts/reproduce_formal.py                       # the default: ~20 minutes at 1 thread
-    python scripts/reproduce_formal.py --languages parity --models lt recdelta --seeds 0 --steps 500 --out /tmp/f
+    python scripts/reproduce_formal.py --languages parity --models lt recdelta --seeds 0 --steps 500 --out results/f
     python scripts/reproduce_formal.py --root /data/formal-lang      # the published data of fwp-formal-lang
 """
 from __future__ import annotations

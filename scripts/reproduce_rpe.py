@@ -16,7 +16,7 @@ set of test lengths; the paper trains 2M updates on 15 tasks with every encoding
     python scripts/reproduce_rpe.py                     # the CPU-sized default
     python scripts/reproduce_rpe.py --tasks reverse_string duplicate_string parity_check binary_addition \\
         --encodings none sinusoidal relative rope alibi learned --steps 1000     # the paper's grid, longer
-    python scripts/reproduce_rpe.py --tasks reverse_string --encodings rope --steps 300 --test-step 100 --out /tmp/r
+    python scripts/reproduce_rpe.py --tasks reverse_string --encodings rope --steps 300 --test-step 100 --out results/r
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ then greedy on the held-out ones); a second run measures the democracy under the
 proposers, then roster order). Accuracy and messages per question; ``society.{md,json,png}`` to ``--out``.
 
     python scripts/reproduce_society.py                  # 3 seeds, 300 held-out questions each: ~2 minutes
-    python scripts/reproduce_society.py --tiny --out /tmp/society        # seconds: a smoke test
+    python scripts/reproduce_society.py --tiny --out results/society        # seconds: a smoke test
     python scripts/reproduce_society.py --from-json docs/results/society.json   # the report again, no runs
 """
 from __future__ import annotations

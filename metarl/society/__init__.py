@@ -14,14 +14,15 @@ env=society/glyph_sum`` measures them (``metarl.society.trainer``).
 """
 from .agents import (ABSTAIN, UNKNOWN, Agent, Calculator, CalculatorError, CallableAgent, ChatAgent, EndpointError,
                      Lookup, Tool, calculate, find_expression)
-from .economy import (CREDIT_RULES, BanditOrganiser, SocietyTask, agreement_credit, equal_credit, run_economy,
-                      shapley)
+from .economy import (CREDIT_RULES, BanditOrganiser, SocietyTask, agreement_credit, equal_credit,
+                      product_or_capital_tasks, run_economy, shapley)
 from .messages import Message, as_chat, last_request
 from .mindstorm import ORGANISERS, Budget, Democracy, Entry, Monarchy, Transcript, mindstorm, parse_choice
 
 __all__ = ["ABSTAIN", "UNKNOWN", "Agent", "Calculator", "CalculatorError", "CallableAgent", "ChatAgent",
            "EndpointError", "Lookup", "Tool", "calculate", "find_expression",
-           "CREDIT_RULES", "BanditOrganiser", "SocietyTask", "agreement_credit", "equal_credit", "run_economy",
+           "CREDIT_RULES", "BanditOrganiser", "SocietyTask", "agreement_credit", "equal_credit",
+           "product_or_capital_tasks", "run_economy",
            "shapley", "Message", "as_chat", "last_request",
            "ORGANISERS", "Budget", "Democracy", "Entry", "Monarchy", "Transcript", "mindstorm", "parse_choice",
            "LMAgent", "ImageDescriber", "Gallery"]

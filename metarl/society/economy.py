@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import random
 import re
 from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence
@@ -179,6 +180,21 @@ class SocietyTask:
     def context(self):
         """What must hold while a society works on the task (a task with images shows them): a context manager."""
         return contextlib.nullcontext()
+
+
+def product_or_capital_tasks(n: int, seed: int, capitals: Dict[str, str]) -> List[SocietyTask]:
+    """A toy task family for demos and tests: each task, with probability 1/2, the product of two two-digit
+    numbers ("arithmetic") or the capital of a country of ``capitals`` ("capital"), drawn with ``seed``."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            a, b = rng.randint(10, 99), rng.randint(10, 99)
+            out.append(SocietyTask(f"What is {a} * {b}?", str(a * b), "arithmetic"))
+        else:
+            country = rng.choice(sorted(capitals))
+            out.append(SocietyTask(f"What is the capital of {country}?", capitals[country], "capital"))
+    return out
 
 
 def run_economy(tasks: Sequence[SocietyTask], members: Sequence, leader, organiser: BanditOrganiser,

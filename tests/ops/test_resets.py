@@ -173,28 +173,16 @@ def run_segments(name, seq, init, rst, reset):
 @pytest.mark.parametrize("D", [5, 16])
 @pytest.mark.parametrize("T", [1, 7, 63])
 @pytest.mark.parametrize("name", OPS)
-def test_reset_mask_equals_running_each_segment(name, T, D, srwm_backend):
+@pytest.mark.parametrize("zero", [False, True], ids=["reset-state", "reset-to-zeros"])
+def test_reset_mask_equals_running_each_segment(name, T, D, zero, srwm_backend):
+    """zero: a reset state of constant zeros (what the lt, delta and recdelta cores pass; the ops take a
+    shortcut for it), against the definition, values and gradients of every other input."""
     make, call, fast = OPS[name]
     seq, init, rst = make(T, D, torch.float64, seed=2)
-    inputs = leaves(seq, init, rst)
+    if zero:
+        rst = [torch.zeros_like(x) for x in rst]
+    inputs = leaves(seq, init) if zero else leaves(seq, init, rst)
     reset = make_reset(T, seed=3, p=0.2)
-    ref = values_and_grads(run_segments(name, seq, init, rst, reset), inputs)
-    for mode in ("recurrent",) + ((fast,) if fast else ()):
-        out = values_and_grads(call(mode, seq, init, rst, reset), inputs)
-        for index, (a, b) in enumerate(zip(ref, out)):
-            assert_close(f"{name} {mode} result/gradient {index}", a, b, rtol=1e-10)
-
-
-@pytest.mark.parametrize("T", [1, 7, 63])
-@pytest.mark.parametrize("name", OPS)
-def test_constant_zero_reset_state_equals_the_running_segments(name, T, srwm_backend):
-    """A reset state of constant zeros (what the lt, delta and recdelta cores pass; the ops take a shortcut
-    for it) against the definition, values and gradients of every other input."""
-    make, call, fast = OPS[name]
-    seq, init, rst = make(T, 5, torch.float64, seed=4)
-    rst = [torch.zeros_like(x) for x in rst]
-    inputs = leaves(seq, init)
-    reset = make_reset(T, seed=5, p=0.2)
     ref = values_and_grads(run_segments(name, seq, init, rst, reset), inputs)
     for mode in ("recurrent",) + ((fast,) if fast else ()):
         out = values_and_grads(call(mode, seq, init, rst, reset), inputs)

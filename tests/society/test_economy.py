@@ -6,7 +6,7 @@ import random
 import pytest
 
 from metarl.society import (BanditOrganiser, Budget, Calculator, CallableAgent, Lookup, Monarchy, SocietyTask,
-                            agreement_credit, equal_credit, run_economy, shapley)
+                            agreement_credit, equal_credit, product_or_capital_tasks, run_economy, shapley)
 from metarl.society.messages import last_request
 
 CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Peru": "Lima", "Kenya": "Nairobi", "Chile": "Santiago",
@@ -14,16 +14,7 @@ CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Peru": "Lima", "Kenya": "Nairo
 
 
 def tasks(n, seed):
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        if rng.random() < 0.5:
-            a, b = rng.randint(10, 99), rng.randint(10, 99)
-            out.append(SocietyTask(f"What is {a} * {b}?", str(a * b), "arithmetic"))
-        else:
-            country = rng.choice(sorted(CAPITALS))
-            out.append(SocietyTask(f"What is the capital of {country}?", CAPITALS[country], "capital"))
-    return out
+    return product_or_capital_tasks(n, seed, CAPITALS)
 
 
 def kind(task):
